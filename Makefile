@@ -1,0 +1,57 @@
+# The one entry point for humans and CI. `make run` for the embedded default (SQLite, eager
+# Celery, local cache, fake payments); `make test` for the whole suite on PostgreSQL and Redis.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+PG_URL ?= postgres://gateway_billing:gateway_billing@127.0.0.1:5432/gateway_billing
+PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+REDIS_BASE ?= redis://127.0.0.1:6379
+
+SERVE_ENV := DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_BASE)/0 CELERY_BROKER_URL=$(REDIS_BASE)/1
+
+.PHONY: install run test lint format serve bench clean services db
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	DEBUG=true $(PY) manage.py migrate --noinput
+	DEBUG=true $(PY) manage.py loadcatalog
+	DEBUG=true $(PY) manage.py demo_setup
+	DEBUG=true $(PY) manage.py runserver $(HOST):$(PORT)
+
+# Creates the role and database the suite needs (when the local server lets the admin in).
+db: install
+	$(PY) scripts/ensure_db.py --admin-url "$(PG_ADMIN_URL)" --url "$(PG_URL)"
+
+test: install db
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_BASE)/15 $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	DEBUG=true $(PY) manage.py makemigrations --check --dry-run
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# The production shape: gunicorn + Celery worker + beat on PostgreSQL and Redis.
+serve: install db
+	$(SERVE_ENV) DEBUG=false SECRET_KEY=$${SECRET_KEY:-serve-local-only} $(PY) manage.py migrate --noinput
+	$(SERVE_ENV) DEBUG=false SECRET_KEY=$${SECRET_KEY:-serve-local-only} $(PY) manage.py collectstatic --noinput -v0
+	$(SERVE_ENV) DEBUG=false SECRET_KEY=$${SECRET_KEY:-serve-local-only} $(PY) manage.py loadcatalog
+	$(SERVE_ENV) DEBUG=false SECRET_KEY=$${SECRET_KEY:-serve-local-only} ALLOWED_HOSTS=127.0.0.1,localhost \
+		bash scripts/serve.sh $(HOST) $(PORT)
+
+clean:
+	rm -rf $(VENV) staticfiles db.sqlite3

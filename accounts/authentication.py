@@ -1,0 +1,96 @@
+"""`Authorization: Bearer <key>` for the API, resolved once per request with a cached lookup.
+
+The principal carries the team (and optional project and member) the key belongs to; views take
+the team from it and never from the request body. A revoked key is dropped from the cache at
+revocation, so its next request is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from .keys import hash_secret
+from .models import ApiKey
+
+KEY_CACHE_SECONDS = 300
+LAST_USED_EVERY_SECONDS = 60
+
+
+def key_cache_key(key_hash: str) -> str:
+    return f"apikey:{key_hash}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiPrincipal:
+    key_id: int
+    team_id: int
+    project_id: int | None
+    member_id: int | None
+    scopes: frozenset[str]
+    is_authenticated: bool = True
+    is_staff: bool = False
+
+    @property
+    def pk(self) -> int:  # DRF throttles and logging look for it
+        return self.key_id
+
+
+def _load(key_hash: str) -> ApiPrincipal | None:
+    row = (
+        ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True)
+        .values("id", "team_id", "project_id", "member_id", "scopes")
+        .first()
+    )
+    if row is None:
+        return None
+    return ApiPrincipal(
+        key_id=row["id"],
+        team_id=row["team_id"],
+        project_id=row["project_id"],
+        member_id=row["member_id"],
+        scopes=frozenset(row["scopes"]),
+    )
+
+
+def principal_for_key(raw_key: str) -> ApiPrincipal | None:
+    key_hash = hash_secret(raw_key)
+    cache_key = key_cache_key(key_hash)
+    principal = cache.get(cache_key)
+    if principal is None:
+        principal = _load(key_hash)
+        if principal is None:
+            return None
+        cache.set(cache_key, principal, KEY_CACHE_SECONDS)
+    _touch(principal.key_id)
+    return principal
+
+
+def _touch(key_id: int) -> None:
+    """Record last use at most once a minute per key: no write on every hot-path request."""
+    if cache.add(f"apikey-touch:{key_id}", 1, LAST_USED_EVERY_SECONDS):
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        parts = header.split()
+        if len(parts) != 2 or parts[0] != self.keyword:
+            raise exceptions.AuthenticationFailed(
+                "Send the API key as `Authorization: Bearer <key>`."
+            )
+        principal = principal_for_key(parts[1])
+        if principal is None:
+            raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+        return principal, principal
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
