@@ -10,6 +10,7 @@ PORT ?= 8000
 PG_URL ?= postgres://gateway_billing:gateway_billing@127.0.0.1:5432/gateway_billing
 PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 REDIS_BASE ?= redis://127.0.0.1:6379
+REDIS_TEST_URL ?= $(REDIS_BASE)/15
 
 SERVE_ENV := DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_BASE)/0 CELERY_BROKER_URL=$(REDIS_BASE)/1
 
@@ -34,7 +35,7 @@ db: install
 	$(PY) scripts/ensure_db.py --admin-url "$(PG_ADMIN_URL)" --url "$(PG_URL)"
 
 test: install db
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_BASE)/15 $(BIN)/pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

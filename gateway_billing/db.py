@@ -67,7 +67,7 @@ class AppendOnly(migrations.RunPython):
 
     def _run(self, schema_editor, statements: list[str]) -> None:
         for statement in statements:
-            schema_editor.execute(statement)
+            schema_editor.execute(statement, params=None)
 
     def _install(self, apps, schema_editor) -> None:
         vendor = schema_editor.connection.vendor

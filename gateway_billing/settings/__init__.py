@@ -1,6 +1,3 @@
-"""Settings, split by concern. DJANGO_SETTINGS_MODULE=gateway_billing.settings for every
-environment; tests use gateway_billing.settings.test (real PostgreSQL and Redis)."""
-
-from .base import *  # noqa: F403
-from .celery import *  # noqa: F403
-from .stripe import *  # noqa: F403
+"""Settings, split by concern: base, celery, stripe; `main` combines them for every
+environment (DJANGO_SETTINGS_MODULE=gateway_billing.settings.main) and `test` sets the test
+defaults (real PostgreSQL and Redis) before loading `main`."""
