@@ -14,7 +14,7 @@ REDIS_TEST_URL ?= $(REDIS_BASE)/15
 
 SERVE_ENV := DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_BASE)/0 CELERY_BROKER_URL=$(REDIS_BASE)/1
 
-.PHONY: install run test lint format serve bench clean services db
+.PHONY: install run test lint format serve bench clean db
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,3 +56,8 @@ serve: install db
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3
+
+# Ingest (and later authorize) figures against gunicorn on PostgreSQL; needs wrk.
+bench: install db
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(PY) bench/run.py $(BENCH_ARGS)

@@ -1,4 +1,8 @@
-"""Every write of the accounts app: teams, members, invitations, projects, API keys."""
+"""Every write of the accounts app: teams, members, invitations, projects, API keys.
+
+Flows that check a team-wide rule (the last owner, the plan's member limit) lock the team row
+first, so two concurrent requests cannot both pass the check, and always in the same order.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -32,6 +37,7 @@ from .models import (
 
 User = get_user_model()
 INVITATION_DAYS = 7
+MANAGER_ROLES = frozenset({Role.OWNER, Role.ADMIN})
 
 
 def cycle_bounds(start: datetime) -> tuple[datetime, datetime]:
@@ -51,19 +57,45 @@ def _unique_slug(base: str) -> str:
     return candidate
 
 
+def _lock_team(team_id: int) -> Team:
+    return Team.objects.select_for_update().get(pk=team_id)
+
+
+def _role_of(team: Team, user: User) -> str | None:
+    return Membership.objects.filter(team=team, user=user).values_list("role", flat=True).first()
+
+
+def _is_owner(team: Team, user: User) -> bool:
+    return _role_of(team, user) == Role.OWNER
+
+
 @transaction.atomic
 def team_create(
     *, name: str, owner: User, plan_code: str = "free", slug: str | None = None
 ) -> Team:
     """A team with its owner and a subscription whose first cycle starts now."""
+    name = name.strip()
+    if not name:
+        raise ApplicationError("invalid", "A team needs a name.", fields={"name": ["Required."]})
     plan = Plan.objects.filter(code=plan_code).first()
     if plan is None:
         raise ApplicationError("unknown_plan", f"No plan with code {plan_code!r}; run loadcatalog.")
-    if slug and Team.objects.filter(slug=slug).exists():
+    if slug is not None and (not slug or slugify(slug) != slug):
         raise ApplicationError(
-            "slug_taken", f"A team with slug {slug!r} exists.", fields={"slug": ["Taken."]}
+            "invalid_slug",
+            f"{slug!r} is not a slug: use lowercase letters, digits and hyphens.",
+            fields={"slug": ["Invalid."]},
         )
-    team = Team.objects.create(name=name, slug=slug or _unique_slug(name))
+    taken = ApplicationError(
+        "slug_taken", f"A team with slug {slug!r} exists.", fields={"slug": ["Taken."]}
+    )
+    if slug and Team.objects.filter(slug=slug).exists():
+        raise taken
+    try:
+        with transaction.atomic():
+            team = Team.objects.create(name=name, slug=slug or _unique_slug(name))
+    except IntegrityError:  # a concurrent create took the slug between the check and the insert
+        raise taken from None
     Membership.objects.create(team=team, user=owner, role=Role.OWNER, can_manage_billing=True)
     start, end = cycle_bounds(timezone.now().replace(microsecond=0))
     Subscription.objects.create(
@@ -74,23 +106,36 @@ def team_create(
 
 @transaction.atomic
 def user_signup(*, email: str, password: str, team_name: str) -> tuple[User, Team]:
-    email = User.objects.normalize_email(email).lower()
+    """A new user (username = lowercase email) and the Free team they own."""
+    email = User.objects.normalize_email(email).strip().lower()
+    taken = ApplicationError(
+        "email_taken",
+        "An account with this email exists; log in instead.",
+        fields={"email": ["Taken."]},
+    )
     if User.objects.filter(username=email).exists():
-        raise ApplicationError(
-            "email_taken",
-            "An account with this email exists; log in instead.",
-            fields={"email": ["Taken."]},
-        )
-    user = User.objects.create_user(username=email, email=email, password=password)
-    team = team_create(name=team_name or email.split("@")[0], owner=user)
+        raise taken
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(username=email, email=email, password=password)
+    except IntegrityError:  # a concurrent signup with the same email
+        raise taken from None
+    team = team_create(name=team_name.strip() or email.split("@")[0], owner=user)
     return user, team
 
 
 @transaction.atomic
 def project_create(*, team: Team, slug: str, name: str = "") -> Project:
+    slug = slugify(slug)
+    if not slug:
+        raise ApplicationError(
+            "invalid_slug",
+            "A project needs a slug: lowercase letters, digits and hyphens.",
+            fields={"slug": ["Required."]},
+        )
     try:
         with transaction.atomic():
-            return Project.objects.create(team=team, slug=slugify(slug), name=name or slug)
+            return Project.objects.create(team=team, slug=slug, name=name.strip() or slug)
     except IntegrityError:
         raise ApplicationError(
             "project_exists", f"Project {slug!r} exists in this team.", fields={"slug": ["Taken."]}
@@ -137,7 +182,7 @@ def api_key_create(
         team=team,
         project=project,
         member=member,
-        name=name,
+        name=name.strip(),
         prefix=prefix,
         key_hash=key_hash,
         scopes=_validate_scopes(scopes),
@@ -148,22 +193,55 @@ def api_key_create(
 
 @transaction.atomic
 def api_key_revoke(*, key: ApiKey) -> ApiKey:
-    if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
-        key_hash = key.key_hash
-        transaction.on_commit(lambda: cache.delete(key_cache_key(key_hash)))
-        cache.delete(key_cache_key(key_hash))
+    """Revoke a key; its next request is refused. The cached lookup is dropped now and again
+    after commit, so a request that re-cached the key in between cannot keep it alive."""
+    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if locked.revoked_at is None:
+        locked.revoked_at = timezone.now()
+        locked.save(update_fields=["revoked_at"])
+        cache_key = key_cache_key(locked.key_hash)
+        cache.delete(cache_key)
+        transaction.on_commit(lambda: cache.delete(cache_key))
+    key.revoked_at = locked.revoked_at
     return key
+
+
+def _check_member_limit(team: Team, *, pending_invitations: bool) -> None:
+    subscription = Subscription.objects.select_related("plan").filter(team=team).first()
+    limit = subscription.plan.member_limit if subscription else None
+    if limit is None:
+        return
+    used = Membership.objects.filter(team=team).count()
+    if pending_invitations:
+        used += Invitation.objects.filter(
+            team=team,
+            accepted_at__isnull=True,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        ).count()
+    if used >= limit:
+        raise ApplicationError(
+            "member_limit",
+            f"The {subscription.plan.name} plan allows {limit} member(s); "
+            "upgrade the plan to invite more.",
+        )
 
 
 @transaction.atomic
 def invitation_create(
     *, team: Team, email: str, role: str, invited_by: User
 ) -> tuple[Invitation, str]:
-    """Invite an email to the team; returns the invitation and the one-time token."""
+    """Invite an email to the team (owners and admins; only owners invite owners). Returns
+    the invitation and its one-time token; the email leaves after commit. A new invitation to
+    the same address replaces the pending one."""
     email = email.strip().lower()
-    if role not in Role.values or (role == Role.OWNER and not _is_owner(team, invited_by)):
+    _lock_team(team.id)
+    inviter_role = _role_of(team, invited_by)
+    if inviter_role not in MANAGER_ROLES:
+        raise ApplicationError(
+            "forbidden", "Only owners and admins invite members.", status_code=403
+        )
+    if role not in Role.values or (role == Role.OWNER and inviter_role != Role.OWNER):
         raise ApplicationError(
             "invalid_role", "Choose a valid role.", fields={"role": ["Invalid."]}
         )
@@ -173,13 +251,11 @@ def invitation_create(
             f"{email} is already a member.",
             fields={"email": ["Already a member."]},
         )
-    limit = team.subscription.plan.member_limit if hasattr(team, "subscription") else None
-    if limit is not None and team.memberships.count() >= limit:
-        raise ApplicationError(
-            "member_limit",
-            f"The {team.subscription.plan.name} plan allows "
-            f"{limit} member(s); upgrade to invite more.",
-        )
+    now = timezone.now()
+    Invitation.objects.filter(
+        team=team, email=email, accepted_at__isnull=True, revoked_at__isnull=True
+    ).update(revoked_at=now)
+    _check_member_limit(team, pending_invitations=True)
     raw, token_hash = new_token()
     invitation = Invitation.objects.create(
         team=team,
@@ -187,13 +263,14 @@ def invitation_create(
         role=role,
         token_hash=token_hash,
         invited_by=invited_by,
-        expires_at=timezone.now() + timedelta(days=INVITATION_DAYS),
+        expires_at=now + timedelta(days=INVITATION_DAYS),
     )
-    url = f"{settings.SITE_URL}/invitations/{raw}/"
+    url = settings.SITE_URL.rstrip("/") + reverse("accounts:invitation", args=[raw])
+    inviter = invited_by.email or invited_by.username
     transaction.on_commit(
         lambda: send_mail(
             f"You are invited to {team.name} on gateway_billing",
-            f"{invited_by.email} invited you to join {team.name} as {role}.\n\nAccept: {url}\n"
+            f"{inviter} invited you to join {team.name} as {role}.\n\nAccept: {url}\n"
             f"The link expires in {INVITATION_DAYS} days.",
             settings.DEFAULT_FROM_EMAIL,
             [email],
@@ -202,55 +279,70 @@ def invitation_create(
     return invitation, raw
 
 
-def invitation_get(*, token: str) -> Invitation | None:
-    return Invitation.objects.select_related("team").filter(token_hash=hash_secret(token)).first()
+@transaction.atomic
+def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
+    if _role_of(invitation.team, actor) not in MANAGER_ROLES:
+        raise ApplicationError(
+            "forbidden", "Only owners and admins revoke invitations.", status_code=403
+        )
+    Invitation.objects.filter(
+        pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True
+    ).update(revoked_at=timezone.now())
+    invitation.refresh_from_db(fields=["revoked_at", "accepted_at"])
+    return invitation
 
 
 @transaction.atomic
 def invitation_accept(*, token: str, user: User) -> Membership:
-    invitation = (
-        Invitation.objects.select_for_update().filter(token_hash=hash_secret(token)).first()
+    invalid = ApplicationError(
+        "invitation_invalid", "This invitation is unknown, used or expired.", status_code=404
     )
-    if invitation is None or not invitation.is_pending:
-        raise ApplicationError(
-            "invitation_invalid", "This invitation is unknown, used or expired.", status_code=404
-        )
+    token_hash = hash_secret(token)
+    team_id = (
+        Invitation.objects.filter(token_hash=token_hash).values_list("team_id", flat=True).first()
+    )
+    if team_id is None:
+        raise invalid
+    team = _lock_team(team_id)  # the team first, as in every flow here: no lock-order deadlock
+    invitation = Invitation.objects.select_for_update().get(token_hash=token_hash)
+    if not invitation.is_pending:
+        raise invalid
     if invitation.email != (user.email or user.username).lower():
         raise ApplicationError(
             "invitation_wrong_user",
             f"This invitation is for {invitation.email}; log in as that user.",
             status_code=403,
         )
-    membership, _ = Membership.objects.get_or_create(
-        team=invitation.team, user=user, defaults={"role": invitation.role}
-    )
+    membership = Membership.objects.filter(team=team, user=user).first()
+    if membership is None:
+        # The plan may have changed since the invitation left: check the limit again.
+        _check_member_limit(team, pending_invitations=False)
+        membership = Membership.objects.create(team=team, user=user, role=invitation.role)
     invitation.accepted_at = timezone.now()
     invitation.save(update_fields=["accepted_at"])
     return membership
 
 
-def _is_owner(team: Team, user: User) -> bool:
-    return Membership.objects.filter(team=team, user=user, role=Role.OWNER).exists()
-
-
 @transaction.atomic
 def membership_role_change(*, membership: Membership, role: str, actor: User) -> Membership:
+    """Owners change roles; a team always keeps at least one owner."""
+    _lock_team(membership.team_id)
     if not _is_owner(membership.team, actor):
         raise ApplicationError("forbidden", "Only owners change roles.", status_code=403)
     if role not in Role.values:
         raise ApplicationError(
             "invalid_role", "Choose a valid role.", fields={"role": ["Invalid."]}
         )
-    locked = Membership.objects.select_for_update().get(pk=membership.pk)
+    locked = Membership.objects.get(pk=membership.pk)
     if locked.role == Role.OWNER and role != Role.OWNER:
-        owners = Membership.objects.select_for_update().filter(
-            team_id=locked.team_id, role=Role.OWNER
-        )
-        if owners.count() <= 1:
+        owners = Membership.objects.filter(team_id=locked.team_id, role=Role.OWNER).count()
+        if owners <= 1:
             raise ApplicationError(
                 "last_owner",
-                "A team needs at least one owner; promote another member to owner first.",
+                "A team needs at least one owner; make another member an owner first.",
+                fields={"role": ["The last owner cannot be demoted."]},
             )
-    locked.role = role
-    locked.save(update_fields=["role"])
+    if locked.role != role:
+        locked.role = role
+        locked.save(update_fields=["role"])
     return locked

@@ -1,1 +1,188 @@
-"""Models arrive with their issue."""
+"""Money: usage events, credit lots, the append-only ledger and each team's running balance.
+
+Amounts are integer nano-credits (``*_nano``; 1 credit = 10**9). ``LedgerEntry`` rows are
+append-only (database triggers); ``CreditLot.remaining_nano`` and ``TeamBalance`` are running
+state that every entry moves under the team's balance-row lock, and that reconciliation
+recomputes from the entries.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class UsageState(models.TextChoices):
+    BILLED = "billed", "Billed"
+    NOT_BILLED = "not_billed", "Not billed (upstream error)"
+    UNRATED = "unrated", "Unrated (no price yet)"
+
+
+class UsageEvent(models.Model):
+    team = models.ForeignKey("accounts.Team", on_delete=models.PROTECT, related_name="+")
+    project = models.ForeignKey(
+        "accounts.Project", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    member = models.ForeignKey(
+        "accounts.Membership", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    event_id = models.CharField(max_length=128)
+    request_id = models.CharField(max_length=128, blank=True)
+    body_hash = models.CharField(max_length=32)
+    provider = models.CharField(max_length=32)
+    model = models.ForeignKey("pricing.Model", on_delete=models.PROTECT, related_name="+")
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    status_code = models.PositiveSmallIntegerField(default=200)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    images = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    megapixels = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    video_seconds = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    videos = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    requests = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    gpu_seconds = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    gpu_type = models.CharField(max_length=32, blank=True)
+    usage_format = models.CharField(max_length=24, default="canonical")
+    raw_usage = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=12, choices=UsageState.choices)
+    unrated_reason = models.CharField(max_length=200, blank=True)
+    price = models.ForeignKey(
+        "pricing.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    cost_usd = models.DecimalField(max_digits=30, decimal_places=15, null=True, blank=True)
+    credits_nano = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "event_id"], name="usage_unique_team_event")
+        ]
+        indexes = [
+            models.Index(fields=["team", "occurred_at"], name="usage_team_time_idx"),
+            models.Index(
+                fields=["state"],
+                name="usage_unrated_idx",
+                condition=models.Q(state="unrated"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} ({self.state})"
+
+
+class LotSource(models.TextChoices):
+    PLAN = "plan", "Monthly plan credits"
+    ADDON = "addon", "Add-on purchase"
+    AUTO_RECHARGE = "auto_recharge", "Auto recharge"
+    PROMO = "promo", "Promotional grant"
+    ADJUSTMENT = "adjustment", "Adjustment"
+
+
+# Which balance bucket each lot source reports under.
+BUCKET_OF_SOURCE = {
+    LotSource.PLAN: "monthly",
+    LotSource.ADDON: "addon",
+    LotSource.AUTO_RECHARGE: "addon",
+    LotSource.ADJUSTMENT: "addon",
+    LotSource.PROMO: "promotional",
+}
+
+
+class CreditLot(models.Model):
+    """Credits that came in together. Spent by earliest expiry, then priority, then age."""
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.PROTECT, related_name="+")
+    source = models.CharField(max_length=16, choices=LotSource.choices)
+    amount_nano = models.BigIntegerField()
+    remaining_nano = models.BigIntegerField()
+    priority = models.SmallIntegerField(default=100, help_text="Lower is spent first")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    reference = models.CharField(max_length=200, unique=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(remaining_nano__gte=0), name="lot_remaining_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(remaining_nano__lte=models.F("amount_nano")),
+                name="lot_remaining_within_amount",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["team"], name="lot_live_idx", condition=models.Q(remaining_nano__gt=0)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} lot {self.pk} of team {self.team_id}"
+
+
+class TeamBalance(models.Model):
+    """The running balance; its row is the team's lock for every ledger write."""
+
+    team = models.OneToOneField(
+        "accounts.Team", on_delete=models.PROTECT, primary_key=True, related_name="+"
+    )
+    balance_nano = models.BigIntegerField(default=0)
+    overdraft_nano = models.BigIntegerField(default=0, help_text="Spent beyond every lot")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"balance of team {self.team_id}"
+
+
+class EntryKind(models.TextChoices):
+    PLAN_GRANT = "plan_grant", "Plan grant"
+    PLAN_EXPIRY = "plan_expiry", "Plan expiry"
+    TOPUP = "topup", "Top-up"
+    AUTO_RECHARGE = "auto_recharge", "Auto recharge"
+    PROMO_GRANT = "promo_grant", "Promotional grant"
+    PROMO_EXPIRY = "promo_expiry", "Promotional expiry"
+    USAGE = "usage", "Usage"
+    ADJUSTMENT = "adjustment", "Adjustment"
+    REFUND = "refund", "Refund"
+    REVERSAL = "reversal", "Reversal"
+
+
+class LedgerEntry(models.Model):
+    """One movement of credits. Append-only: UPDATE and DELETE fail at the database."""
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=16, choices=EntryKind.choices)
+    amount_nano = models.BigIntegerField(help_text="Signed: credits in > 0, credits out < 0")
+    balance_after_nano = models.BigIntegerField()
+    # [{"lot": id, "nano": signed amount}, {"overdraft": signed amount}]: what the entry moved.
+    allocations = models.JSONField(default=list)
+    # The balance split right after this entry: {"monthly", "addon", "promotional", "overdraft"}.
+    buckets_after = models.JSONField(default=dict)
+    reference = models.CharField(max_length=200, unique=True)
+    usage_event = models.ForeignKey(
+        UsageEvent, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    price = models.ForeignKey(
+        "pricing.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    credits_per_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["team", "id"], name="entry_team_id_idx")]
+        permissions = [("adjust_ledger", "Can write adjustments and refunds")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount_nano} ({self.reference})"

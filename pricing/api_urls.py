@@ -1,2 +1,7 @@
+from django.urls import path
 
-urlpatterns: list = []
+from .api import ModelListApi
+
+urlpatterns = [
+    path("models", ModelListApi.as_view(), name="models-list"),
+]

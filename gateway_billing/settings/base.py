@@ -115,8 +115,8 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 CREDITS_PER_USD = Decimal(env.str("CREDITS_PER_USD", default="180"))
 
 REST_FRAMEWORK = {
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["gateway_billing.json.OrjsonParser"],
+    "DEFAULT_RENDERER_CLASSES": ["gateway_billing.json.OrjsonRenderer"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",

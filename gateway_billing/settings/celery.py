@@ -1,3 +1,5 @@
+from celery.schedules import crontab
+
 from .env import env
 
 # Absent broker: tasks run eagerly in-process (the embedded default).
@@ -14,4 +16,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Longer than any task runs, so a slow task is not redelivered while still running.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    "reconcile-nightly": {
+        "task": "ledger.tasks.reconcile_nightly",
+        "schedule": crontab(hour=3, minute=17),
+    },
+    "rerate-unrated": {"task": "ledger.tasks.rerate_unrated", "schedule": 300.0},
+}

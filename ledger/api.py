@@ -1,0 +1,337 @@
+"""The ledger's API: usage ingest (single and batch), balance, ledger entries, usage summary.
+
+Views parse, call one service or selector, and render. The ingest hot path validates with
+ledger.ingest.validate (fast); the serializers below document the same shape for the schema.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gateway_billing.errors import ApplicationError, ErrorSerializer
+from gateway_billing.permissions import team_context
+from ledger import selectors
+from ledger.ingest.formats import FORMATS
+from ledger.ingest.validate import UNIT_FIELDS
+from ledger.models import EntryKind
+from ledger.services.usage import MAX_BATCH, EventResult, usage_record
+from pricing.models import TOKEN_PRICE_FIELDS, UNIT_PRICE_FIELDS
+from pricing.money import format_credits, format_usd
+from pricing.selectors import PriceBook, price_book
+
+# ---- rendering -----------------------------------------------------------------------------
+
+
+def render_buckets(buckets: dict[str, int]) -> dict[str, str]:
+    return {name: format_credits(value) for name, value in buckets.items()}
+
+
+def render_price(book: PriceBook, model_id: int | None, price_id: int | None) -> dict | None:
+    if price_id is None or model_id is None:
+        return None
+    version = next((v for v in book.versions(model=model_id) if v.id == price_id), None)
+    if version is None:
+        return {"version": price_id}
+    terms = version.terms
+    return {
+        "version": version.id,
+        "effective_from": version.effective_from,
+        "prices_per_1m": {
+            f.removesuffix("_per_1m"): format_usd(getattr(terms, f))
+            for f in TOKEN_PRICE_FIELDS
+            if getattr(terms, f) is not None
+        },
+        "unit_prices": {
+            **{
+                f: format_usd(getattr(terms, f))
+                for f in UNIT_PRICE_FIELDS
+                if getattr(terms, f) is not None
+            },
+            **{f"gpu_second:{gpu}": format_usd(p) for gpu, p in terms.gpu_second_prices.items()},
+        },
+    }
+
+
+def render_result(result: EventResult, book: PriceBook, balance: dict[str, int] | None) -> dict:
+    if result.error is not None:
+        return {"id": result.event_id, "status": result.status, "error": result.error}
+    return {
+        "id": result.event_id,
+        "status": result.status,
+        "state": result.state,
+        "replayed": result.replayed,
+        "cost_usd": format_usd(result.cost_usd) if result.cost_usd is not None else None,
+        "credits": format_credits(result.credits_nano) if result.credits_nano is not None else None,
+        "price": render_price(book, result.model_id, result.price_id),
+        "balance": render_buckets(result.balance or balance or {}),
+    }
+
+
+def _render_all(ctx_team_id: int, results: list[EventResult]) -> list[dict]:
+    book = price_book()
+    current = None
+    if any(r.error is None and r.balance is None for r in results):
+        current = selectors.balance_get(team_id=ctx_team_id).buckets()
+    return [render_result(r, book, current) for r in results]
+
+
+# ---- schema serializers (documentation of the hot path's shape) ----------------------------
+
+
+class UnitsSerializer(serializers.Serializer):
+    images = serializers.DecimalField(max_digits=20, decimal_places=6, required=False)
+    megapixels = serializers.DecimalField(max_digits=20, decimal_places=6, required=False)
+    video_seconds = serializers.DecimalField(max_digits=20, decimal_places=6, required=False)
+    videos = serializers.DecimalField(max_digits=20, decimal_places=6, required=False)
+    requests = serializers.DecimalField(max_digits=20, decimal_places=6, required=False)
+    gpu_seconds = serializers.DecimalField(max_digits=20, decimal_places=6, required=False)
+    gpu_type = serializers.CharField(required=False)
+
+
+class UsageEventInputSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=128, help_text="Your idempotency key for this event.")
+    model = serializers.CharField()
+    provider = serializers.CharField(required=False)
+    timestamp = serializers.DateTimeField(required=False, help_text="RFC 3339; default now.")
+    status = serializers.IntegerField(required=False, min_value=100, max_value=599)
+    project = serializers.SlugField(required=False)
+    request_id = serializers.CharField(required=False, max_length=128)
+    metadata = serializers.DictField(required=False, help_text="At most 4 KiB.")
+    usage = serializers.DictField(required=False, help_text="Token counts, canonical or native.")
+    usage_format = serializers.ChoiceField(choices=list(FORMATS), required=False)
+    units = UnitsSerializer(required=False, help_text=f"Any of {', '.join(UNIT_FIELDS)}.")
+
+
+class UsageBatchInputSerializer(serializers.Serializer):
+    events = UsageEventInputSerializer(many=True, help_text=f"At most {MAX_BATCH} events.")
+
+
+class BucketsSerializer(serializers.Serializer):
+    total = serializers.CharField()
+    monthly = serializers.CharField()
+    addon = serializers.CharField()
+    promotional = serializers.CharField()
+    overdraft = serializers.CharField()
+
+
+class UsageResultSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    status = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=["billed", "not_billed", "unrated"])
+    replayed = serializers.BooleanField()
+    cost_usd = serializers.CharField(allow_null=True)
+    credits = serializers.CharField(allow_null=True)
+    price = serializers.DictField(allow_null=True)
+    balance = BucketsSerializer()
+
+
+class UsageBatchResultSerializer(serializers.Serializer):
+    results = serializers.ListField(child=serializers.DictField())
+    summary = serializers.DictField(child=serializers.IntegerField())
+
+
+# ---- ingest ----------------------------------------------------------------------------------
+
+
+class UsageRecordApi(APIView):
+    @extend_schema(
+        request=UsageEventInputSerializer,
+        responses={
+            201: UsageResultSerializer,
+            200: UsageResultSerializer,
+            403: ErrorSerializer,
+            409: ErrorSerializer,
+            422: ErrorSerializer,
+        },
+        summary="Record one usage event",
+    )
+    def post(self, request: Request) -> Response:
+        ctx = team_context(request, scope="usage:write")
+        (result,) = usage_record(ctx=ctx, events=[request.data])
+        if result.error is not None:
+            return Response({"error": result.error}, status=result.status)
+        return Response(_render_all(ctx.team_id, [result])[0], status=result.status)
+
+
+class UsageBatchRecordApi(APIView):
+    @extend_schema(
+        request=UsageBatchInputSerializer,
+        responses={200: UsageBatchResultSerializer},
+        summary="Record up to 1,000 usage events; each gets its own result",
+    )
+    def post(self, request: Request) -> Response:
+        ctx = team_context(request, scope="usage:write")
+        data = request.data
+        events = data.get("events") if isinstance(data, dict) else None
+        if not isinstance(events, list):
+            raise ApplicationError(
+                "invalid",
+                'Send {"events": [...]} with up to 1,000 events.',
+                fields={"events": ["A list of events is required."]},
+            )
+        if len(events) > MAX_BATCH:
+            raise ApplicationError(
+                "batch_too_large",
+                f"A batch holds at most {MAX_BATCH} events; this one has {len(events)}. "
+                "Split it into several requests.",
+                fields={"events": [f"At most {MAX_BATCH} events."]},
+            )
+        if not events:
+            raise ApplicationError(
+                "invalid", "The batch is empty.", fields={"events": ["At least one event."]}
+            )
+        results = usage_record(ctx=ctx, events=events)
+        summary = {"created": 0, "replayed": 0, "failed": 0}
+        for r in results:
+            summary["failed" if r.error else "replayed" if r.status == 200 else "created"] += 1
+        return Response({"results": _render_all(ctx.team_id, results), "summary": summary})
+
+
+# ---- reads -----------------------------------------------------------------------------------
+
+
+class BalanceGetApi(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="The team's balance and lots")
+    def get(self, request: Request) -> Response:
+        ctx = team_context(request, scope="usage:read")
+        balance = selectors.balance_get(team_id=ctx.team_id)
+        lots = [
+            {
+                **lot,
+                "amount": format_credits(lot["amount"]),
+                "remaining": format_credits(lot["remaining"]),
+            }
+            for lot in balance.lots
+        ]
+        return Response({**render_buckets(balance.buckets()), "lots": lots})
+
+
+class LedgerFilterSerializer(serializers.Serializer):
+    kind = serializers.CharField(required=False, help_text="Comma-separated entry kinds.")
+    start = serializers.DateTimeField(required=False)
+    end = serializers.DateTimeField(required=False)
+
+    def validate_kind(self, value: str) -> list[str]:
+        kinds = [k.strip() for k in value.split(",") if k.strip()]
+        unknown = [k for k in kinds if k not in EntryKind.values]
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown kind {unknown[0]!r}; use {', '.join(EntryKind.values)}."
+            )
+        return kinds
+
+
+class LedgerCursor(CursorPagination):
+    ordering = "-id"
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 1000
+
+
+class LedgerEntryOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    amount = serializers.SerializerMethodField()
+    balance_after = serializers.SerializerMethodField()
+    buckets_after = serializers.SerializerMethodField()
+    reference = serializers.CharField()
+    event_id = serializers.CharField(source="usage_event.event_id", default=None)
+    price_version = serializers.IntegerField(source="price_id", allow_null=True)
+    credits_per_usd = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+    reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    def get_amount(self, entry: Any) -> str:
+        return format_credits(entry.amount_nano)
+
+    def get_balance_after(self, entry: Any) -> str:
+        return format_credits(entry.balance_after_nano)
+
+    def get_buckets_after(self, entry: Any) -> dict[str, str]:
+        return render_buckets(entry.buckets_after)
+
+
+def _query(serializer_class: type[serializers.Serializer], request: Request) -> dict:
+    params = {k: v for k, v in request.query_params.items() if k not in {"team", "cursor", "limit"}}
+    aliases = {"from": "start", "to": "end"}
+    params = {aliases.get(k, k): v for k, v in params.items()}
+    serializer = serializer_class(data=params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class LedgerListApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("kind", str, description="Comma-separated kinds"),
+            OpenApiParameter("from", OpenApiTypes.DATETIME),
+            OpenApiParameter("to", OpenApiTypes.DATETIME),
+            OpenApiParameter("cursor", str),
+            OpenApiParameter("limit", int),
+        ],
+        responses={200: LedgerEntryOutputSerializer(many=True)},
+        summary="The team's ledger entries, newest first (cursor pagination)",
+    )
+    def get(self, request: Request) -> Response:
+        ctx = team_context(request, scope="usage:read")
+        filters = _query(LedgerFilterSerializer, request)
+        entries = selectors.ledger_entries(
+            team_id=ctx.team_id,
+            kinds=filters.get("kind"),
+            start=filters.get("start"),
+            end=filters.get("end"),
+        ).select_related("usage_event")
+        paginator = LedgerCursor()
+        page = paginator.paginate_queryset(entries, request, view=self)
+        return paginator.get_paginated_response(LedgerEntryOutputSerializer(page, many=True).data)
+
+
+class UsageSummaryFilterSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(required=False)
+    end = serializers.DateTimeField(required=False)
+    group_by = serializers.ChoiceField(choices=list(selectors.GROUPS), default="model")
+
+    def validate(self, attrs: dict) -> dict:
+        end = attrs.get("end") or timezone.now()
+        start = attrs.get("start") or end - timedelta(days=30)
+        if start >= end:
+            raise serializers.ValidationError({"from": ["`from` must be before `to`."]})
+        if end - start > timedelta(days=400):
+            raise serializers.ValidationError({"from": ["Ask for at most 400 days at once."]})
+        return {**attrs, "start": start, "end": end}
+
+
+class UsageSummaryApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATETIME, description="Default: 30 days ago"),
+            OpenApiParameter("to", OpenApiTypes.DATETIME, description="Default: now"),
+            OpenApiParameter("group_by", str, enum=list(selectors.GROUPS)),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+        summary="Usage grouped by model, provider, project, member, key or day",
+    )
+    def get(self, request: Request) -> Response:
+        ctx = team_context(request, scope="usage:read")
+        q = _query(UsageSummaryFilterSerializer, request)
+        groups = selectors.usage_summary(
+            team_id=ctx.team_id, start=q["start"], end=q["end"], group_by=q["group_by"]
+        )
+        rendered = []
+        for row in groups:
+            credits_nano = row.pop("credits_nano")
+            row.update(credits=format_credits(credits_nano), cost_usd=format_usd(row["cost_usd"]))
+            rendered.append(row)
+        return Response(
+            {"from": q["start"], "to": q["end"], "group_by": q["group_by"], "groups": rendered}
+        )

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path("usage", api.UsageRecordApi.as_view(), name="usage-record"),
+    path("usage/batch", api.UsageBatchRecordApi.as_view(), name="usage-batch"),
+    path("usage/summary", api.UsageSummaryApi.as_view(), name="usage-summary"),
+    path("balance", api.BalanceGetApi.as_view(), name="balance"),
+    path("ledger", api.LedgerListApi.as_view(), name="ledger"),
+]

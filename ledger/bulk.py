@@ -1,0 +1,78 @@
+"""Bulk row writing for the ingest hot path.
+
+On PostgreSQL a whole column travels as one array parameter and ``INSERT ... SELECT FROM
+unnest(...)`` writes every row in one statement (about 3x faster than a multi-row VALUES list
+and 10x faster than ``bulk_create`` for 1,000 rows). Elsewhere (SQLite, the embedded default)
+rows are written one statement each. Values are plain Python (JSON already dumped to text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection
+from django.db.models import Model
+
+
+class BulkInsert:
+    def __init__(
+        self,
+        model: type[Model],
+        columns: Sequence[str],
+        *,
+        conflict: Sequence[str] | None = None,
+        returning: Sequence[str] = (),
+    ) -> None:
+        meta = model._meta
+        by_attname = {f.attname: f for f in meta.concrete_fields}
+        fields = [by_attname[c] for c in columns]
+        self.table = meta.db_table
+        self.columns = [f.column for f in fields]
+        self.returning = list(returning)
+        self._conflict = (
+            f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict is not None else ""
+        )
+        self._returning = f" RETURNING {', '.join(returning)}" if returning else ""
+        self._pg_types = [self._array_type(f) for f in fields]
+        self._json = [f.get_internal_type() == "JSONField" for f in fields]
+
+    @staticmethod
+    def _array_type(field: Any) -> str:
+        if field.get_internal_type() == "JSONField":
+            return "text[]"  # cast per element below
+        db_type = field.rel_db_type(connection) if field.is_relation else field.db_type(connection)
+        return f"{db_type.split(' CHECK')[0]}[]"
+
+    def _pg_sql(self) -> str:
+        selects = [f"c{i}::jsonb" if is_json else f"c{i}" for i, is_json in enumerate(self._json)]
+        aliases = ", ".join(f"c{i}" for i in range(len(self.columns)))
+        arrays = ", ".join(f"%s::{t}" for t in self._pg_types)
+        return (
+            f"INSERT INTO {self.table} ({', '.join(self.columns)}) "  # noqa: S608 - names from _meta
+            f"SELECT {', '.join(selects)} FROM unnest({arrays}) AS u({aliases})"
+            f"{self._conflict}{self._returning}"
+        )
+
+    def _row_sql(self) -> str:
+        marks = ", ".join(["%s"] * len(self.columns))
+        return (
+            f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks})"  # noqa: S608
+            f"{self._conflict}{self._returning}"
+        )
+
+    def __call__(self, rows: Sequence[Sequence[Any]]) -> list[tuple]:
+        """Insert `rows` (tuples in column order); returns the RETURNING rows of inserted ones."""
+        if not rows:
+            return []
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(self._pg_sql(), [list(col) for col in zip(*rows, strict=True)])
+                return cursor.fetchall() if self.returning else []
+            out: list[tuple] = []
+            sql = self._row_sql()
+            for row in rows:
+                cursor.execute(sql, list(row))
+                if self.returning:
+                    out.extend(cursor.fetchall())
+            return out

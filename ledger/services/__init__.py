@@ -1,0 +1,2 @@
+"""Every write of the ledger, by topic: book (the posting engine), credits (grants,
+adjustments, expiry), usage (ingest and re-rating), reconcile."""

@@ -1,0 +1,288 @@
+"""A team's book: its balance row (the team's lock), its live lots, and the entries one
+transaction writes. Every movement of credits goes through a Book, so the rules live once:
+
+- spending takes from live lots by earliest expiry, then priority, then age; a lot never goes
+  below zero; what no lot covers becomes overdraft;
+- a new lot pays the overdraft off first;
+- a lot past its expiry is expired (an entry) as soon as the book is opened;
+- balance == sum of lot remainders - overdraft == sum of the team's entries, checked at close.
+
+Use inside ``transaction.atomic()``: ``Book.open`` locks the team's balance row until commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from django.db import connection
+from django.utils import timezone
+
+from ledger.bulk import BulkInsert
+from ledger.models import BUCKET_OF_SOURCE, CreditLot, EntryKind, LedgerEntry, LotSource
+
+DEFAULT_PRIORITY = {
+    LotSource.PLAN: 10,
+    LotSource.PROMO: 20,
+    LotSource.ADDON: 50,
+    LotSource.AUTO_RECHARGE: 50,
+    LotSource.ADJUSTMENT: 50,
+}
+EXPIRY_KIND = {LotSource.PLAN: EntryKind.PLAN_EXPIRY}
+BUCKETS = ("monthly", "addon", "promotional")
+
+
+class LedgerInvariantError(RuntimeError):
+    """The book does not add up: the transaction is rolled back and nothing is written."""
+
+
+@dataclass(slots=True)
+class LiveLot:
+    id: int
+    source: str
+    amount: int
+    remaining: int
+    priority: int
+    expires_at: datetime | None
+    created_at: datetime
+    dirty: bool = False
+
+    def spend_key(self) -> tuple:
+        # Earliest expiry first (no expiry last), then priority, then age.
+        return (
+            self.expires_at is None,
+            self.expires_at or self.created_at,
+            self.priority,
+            self.created_at,
+            self.id,
+        )
+
+
+@dataclass(slots=True)
+class EntryDraft:
+    kind: str
+    amount: int
+    balance_after: int
+    buckets_after: dict[str, int]
+    allocations: list[dict[str, int]]
+    reference: str
+    usage_event_id: int | None = None
+    price_id: int | None = None
+    credits_per_usd: Decimal | None = None
+    author_id: int | None = None
+    reason: str = ""
+    created_at: datetime = field(default_factory=timezone.now)
+
+
+_insert_entries = BulkInsert(
+    LedgerEntry,
+    [
+        "team_id",
+        "kind",
+        "amount_nano",
+        "balance_after_nano",
+        "buckets_after",
+        "allocations",
+        "reference",
+        "usage_event_id",
+        "price_id",
+        "credits_per_usd",
+        "author_id",
+        "reason",
+        "created_at",
+    ],
+)
+
+
+class Book:
+    def __init__(
+        self, team_id: int, balance: int, overdraft: int, lots: list[LiveLot], now: datetime
+    ) -> None:
+        self.team_id = team_id
+        self.balance = balance
+        self.overdraft = overdraft
+        self.lots = sorted(lots, key=LiveLot.spend_key)
+        self.now = now
+        self.entries: list[EntryDraft] = []
+        self.retired: list[LiveLot] = []  # expired lots: off the spend list, still to be written
+
+    # ---- opening: lock, load, expire -------------------------------------------------------
+
+    @classmethod
+    def open(cls, team_id: int, *, now: datetime | None = None) -> Book:
+        now = now or timezone.now()
+        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        with connection.cursor() as cursor:
+            select = (
+                "SELECT balance_nano, overdraft_nano FROM ledger_teambalance WHERE team_id = %s"
+            )
+            cursor.execute(select + lock, [team_id])
+            row = cursor.fetchone()
+            if row is None:
+                cursor.execute(
+                    "INSERT INTO ledger_teambalance (team_id, balance_nano, overdraft_nano, "
+                    "updated_at) VALUES (%s, 0, 0, %s) ON CONFLICT (team_id) DO NOTHING",
+                    [team_id, now],
+                )
+                cursor.execute(select + lock, [team_id])
+                row = cursor.fetchone()
+            cursor.execute(
+                "SELECT id, source, amount_nano, remaining_nano, priority, expires_at, created_at "
+                "FROM ledger_creditlot WHERE team_id = %s AND remaining_nano > 0",
+                [team_id],
+            )
+            lots = [LiveLot(*lot) for lot in cursor.fetchall()]
+        book = cls(team_id, row[0], row[1], lots, now)
+        book.expire_due()
+        return book
+
+    def expire_due(self) -> None:
+        for lot in [lot for lot in self.lots if lot.expires_at and lot.expires_at <= self.now]:
+            self.expire_lot(lot)
+
+    def expire_lot(self, lot: LiveLot) -> None:
+        amount = lot.remaining
+        lot.remaining, lot.dirty = 0, True
+        self.lots.remove(lot)
+        self.retired.append(lot)
+        self.balance -= amount
+        kind = EXPIRY_KIND.get(lot.source, EntryKind.PROMO_EXPIRY)
+        self.post(
+            kind,
+            -amount,
+            [{"lot": lot.id, "nano": -amount}],
+            f"expiry:lot:{lot.id}",
+            reason="expired",
+        )
+
+    # ---- movements ---------------------------------------------------------------------------
+
+    def spend(self, amount: int, *, prefer_lot: int | None = None) -> list[dict[str, int]]:
+        """Take `amount` nano-credits out; returns the allocations. Never leaves a lot < 0."""
+        allocations: list[dict[str, int]] = []
+        left = amount
+        lots = self.lots
+        if prefer_lot is not None:
+            lots = sorted(lots, key=lambda lot: lot.id != prefer_lot)
+        for lot in lots:
+            if left == 0:
+                break
+            if lot.remaining == 0:
+                continue
+            take = min(lot.remaining, left)
+            lot.remaining -= take
+            lot.dirty = True
+            left -= take
+            allocations.append({"lot": lot.id, "nano": -take})
+        if left:
+            self.overdraft += left
+            allocations.append({"overdraft": left})
+        self.balance -= amount
+        return allocations
+
+    def add_lot(
+        self,
+        *,
+        source: str,
+        amount: int,
+        reference: str,
+        expires_at: datetime | None = None,
+        priority: int | None = None,
+    ) -> tuple[LiveLot, list[dict[str, int]]]:
+        """Credits in: a new lot, paying the overdraft off first. Returns (lot, allocations)."""
+        if amount <= 0:
+            raise ValueError("a lot holds a positive amount")
+        payoff = min(amount, self.overdraft)
+        row = CreditLot.objects.create(
+            team_id=self.team_id,
+            source=source,
+            amount_nano=amount,
+            remaining_nano=amount - payoff,
+            priority=DEFAULT_PRIORITY[source] if priority is None else priority,
+            expires_at=expires_at,
+            created_at=self.now,
+            reference=reference,
+        )
+        lot = LiveLot(row.id, source, amount, amount - payoff, row.priority, expires_at, self.now)
+        self.overdraft -= payoff
+        self.balance += amount
+        if lot.remaining:
+            self.lots.append(lot)
+            self.lots.sort(key=LiveLot.spend_key)
+        allocations = [{"lot": lot.id, "nano": amount - payoff}]
+        if payoff:
+            allocations.append({"overdraft": -payoff})
+        return lot, allocations
+
+    def buckets(self) -> dict[str, int]:
+        split = dict.fromkeys(BUCKETS, 0)
+        for lot in self.lots:
+            split[BUCKET_OF_SOURCE[lot.source]] += lot.remaining
+        split["overdraft"] = self.overdraft
+        return split
+
+    def post(
+        self,
+        kind: str,
+        amount: int,
+        allocations: list[dict[str, int]],
+        reference: str,
+        **extra: Any,
+    ) -> EntryDraft:
+        entry = EntryDraft(
+            kind,
+            amount,
+            self.balance,
+            self.buckets(),
+            allocations,
+            reference,
+            created_at=self.now,
+            **extra,
+        )
+        self.entries.append(entry)
+        return entry
+
+    # ---- closing -------------------------------------------------------------------------------
+
+    def close(self) -> list[EntryDraft]:
+        """Write the lots, the balance and the entries. Refuses a book that does not add up."""
+        if sum(lot.remaining for lot in self.lots) - self.overdraft != self.balance:
+            raise LedgerInvariantError(f"team {self.team_id}: lots and balance disagree")
+        dirty = [(lot.remaining, lot.id) for lot in self.lots + self.retired if lot.dirty]
+        with connection.cursor() as cursor:
+            if dirty:
+                cursor.executemany(
+                    "UPDATE ledger_creditlot SET remaining_nano = %s WHERE id = %s", dirty
+                )
+            cursor.execute(
+                "UPDATE ledger_teambalance SET balance_nano = %s, overdraft_nano = %s, "
+                "updated_at = %s WHERE team_id = %s",
+                [self.balance, self.overdraft, self.now, self.team_id],
+            )
+        _insert_entries(
+            [
+                (
+                    self.team_id,
+                    e.kind,
+                    e.amount,
+                    e.balance_after,
+                    orjson.dumps(e.buckets_after).decode(),
+                    orjson.dumps(e.allocations).decode(),
+                    e.reference,
+                    e.usage_event_id,
+                    e.price_id,
+                    e.credits_per_usd,
+                    e.author_id,
+                    e.reason,
+                    e.created_at,
+                )
+                for e in self.entries
+            ]
+        )
+        for lot in self.lots:
+            lot.dirty = False
+        written, self.entries, self.retired = self.entries, [], []
+        return written
