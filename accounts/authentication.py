@@ -7,6 +7,7 @@ revocation, so its next request is refused.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -69,8 +70,16 @@ def principal_for_key(raw_key: str) -> ApiPrincipal | None:
     return principal
 
 
+_touched: dict[int, float] = {}  # key id -> when this process last recorded its use
+
+
 def _touch(key_id: int) -> None:
-    """Record last use at most once a minute per key: no write on every hot-path request."""
+    """Record last use at most once a minute per key, across processes (cache.add decides
+    which one writes): no cache or database round trip on most hot-path requests."""
+    now = time.monotonic()
+    if now - _touched.get(key_id, -LAST_USED_EVERY_SECONDS) < LAST_USED_EVERY_SECONDS:
+        return
+    _touched[key_id] = now
     if cache.add(f"apikey-touch:{key_id}", 1, LAST_USED_EVERY_SECONDS):
         ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
 

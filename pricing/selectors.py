@@ -20,8 +20,8 @@ cache (Redis in production) under ``CATALOG_VERSION_KEY``:
   ``services.catalog_version_bump()``, which increments the key immediately and again on
   commit (the second bump makes every process reload once the new rows are visible; the
   first one lets code in the same transaction, and tests, see the change at once);
-- ``price_book()`` reads the key once per call (one cache GET, ~0.1 ms) and reloads when it
-  differs from the book's tag. The increment is atomic and readers never write it (except
+- ``price_book()`` reads the key at most once a second per process (one cache GET) and
+  reloads when it differs from the book's tag; a bump made in this process is seen at once. The increment is atomic and readers never write it (except
   ``add`` when the key is missing, e.g. after a cache flush: a fresh time-based value), so
   there is no lost-update race: a book loaded just before a commit is tagged with the old
   version and replaced on the next call;
@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 PRICE_FIELDS = TOKEN_PRICE_FIELDS + UNIT_PRICE_FIELDS
 CATALOG_VERSION_KEY = "pricing:catalog-version"
 BOOK_MAX_AGE_SECONDS = 60.0
+VERSION_CHECK_SECONDS = 1.0
 
 
 def _require_aware(at: datetime) -> None:
@@ -249,18 +250,37 @@ def _fresh(book: PriceBook | None, version: str | None) -> bool:
     return version is None or book.version == version
 
 
+_checked_at = 0.0  # when this process last compared its book with the shared version
+
+
+def forget_book() -> None:
+    """Make the next price_book() call check the shared version (a bump in this process)."""
+    global _checked_at
+    _checked_at = 0.0
+
+
 def price_book() -> PriceBook:
-    """The process's PriceBook, reloaded when the catalog version moved (see the module doc)."""
-    global _book
-    version = catalog_version()
+    """The process's PriceBook, reloaded when the catalog version moved (see the module doc).
+
+    The shared version is read at most once per VERSION_CHECK_SECONDS: the hot path then costs
+    no I/O at all, and another process's price change reaches this one within that second.
+    """
+    global _book, _checked_at
+    now = time.monotonic()
+    checked = _checked_at  # read before the book: writers set the book first, then the time
     book = _book
+    if book is not None and now - checked < VERSION_CHECK_SECONDS:
+        return book
+    version = catalog_version()
     if _fresh(book, version):
+        _checked_at = now
         return book  # type: ignore[return-value]
     with _book_lock:
         book = _book
         if not _fresh(book, version):
             book = _load_book(version or f"local-{time.time_ns()}")
             _book = book
+        _checked_at = now
     return book
 
 

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.models import ApiKey, Membership, Plan, Role, Team
+from pricing.selectors import forget_book
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -25,8 +26,10 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()
+    forget_book()  # the next price_book() call compares with the (now empty) shared version
     yield
     cache.clear()
+    forget_book()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from gateway_billing.errors import ApplicationError
 
 from ..csv_io import PriceValueError, parse_price_value
 from ..models import Model, Price, Provider
-from ..selectors import CATALOG_VERSION_KEY, PRICE_FIELDS
+from ..selectors import CATALOG_VERSION_KEY, PRICE_FIELDS, forget_book
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ PriceValue = Decimal | str | int | None
 
 
 def _bump() -> None:
+    forget_book()
     try:
         cache.incr(CATALOG_VERSION_KEY)
     except ValueError:  # missing (first write, or the cache was flushed)

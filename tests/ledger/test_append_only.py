@@ -18,9 +18,12 @@ def test_postgresql_refuses_update_and_delete_of_a_ledger_row(team):
         row.update(amount_nano=1)
     with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
         row.delete()
-    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:  # raw SQL meets the same trigger
-            cursor.execute("UPDATE ledger_ledgerentry SET reason = 'x'")
+    with (
+        pytest.raises(IntegrityError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,  # raw SQL meets the same trigger
+    ):
+        cursor.execute("UPDATE ledger_ledgerentry SET reason = 'x'")
     assert row.get().amount_nano == 10 * 10**9
 
 
