@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from gateway_billing.errors import ApplicationError
+from ledger.services.credits import plan_cycle_grant
 
 from .authentication import key_cache_key
 from .keys import hash_secret, new_api_key, new_token
@@ -101,6 +102,8 @@ def team_create(
     Subscription.objects.create(
         team=team, plan=plan, current_cycle_start=start, current_cycle_end=end
     )
+    # The first cycle's monthly credits, in the same transaction as the team itself.
+    plan_cycle_grant(team=team, plan=plan, cycle_start=start, cycle_end=end)
     return team
 
 

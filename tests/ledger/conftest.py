@@ -45,5 +45,25 @@ def entries_sum(team) -> int:
 
 
 @pytest.fixture
+def zero_plan(catalog):
+    """A plan without monthly credits: ledger tests start from an empty book."""
+    from accounts.models import Plan
+
+    return Plan.objects.get_or_create(
+        code="test-zero", defaults={"name": "Zero", "monthly_credits": 0}
+    )[0]
+
+
+@pytest.fixture
+def team(team_factory, zero_plan):
+    return team_factory(plan="test-zero", owner_email="owner@example.com", name="Acme")
+
+
+@pytest.fixture
+def outsider_team(team_factory, zero_plan):
+    return team_factory(plan="test-zero", owner_email="outsider@example.com", name="Outsider")
+
+
+@pytest.fixture
 def soon():
     return timezone.now() + timedelta(days=10)

@@ -168,3 +168,14 @@ def test_buckets_after_each_entry(team):
         "overdraft": 0,
     }
     assert last.balance_after_nano == 40 * NANO
+
+
+def test_a_new_team_gets_its_first_cycle_of_plan_credits(team_factory):
+    team = team_factory(plan="pro")
+    entry = LedgerEntry.objects.get(team=team)
+    assert (entry.kind, entry.amount_nano) == (EntryKind.PLAN_GRANT, 5000 * NANO)
+    lot = CreditLot.objects.get(team=team)
+    assert lot.source == LotSource.PLAN
+    assert lot.expires_at == team.subscription.current_cycle_end
+    balance = balance_get(team_id=team.id)
+    assert (balance.total, balance.monthly, balance.addon) == (5000 * NANO, 5000 * NANO, 0)
