@@ -48,7 +48,7 @@ def one(i: int) -> None:
 
 one(-1)
 start = time.perf_counter()
-profiler = cProfile.Profile()
+profiler = cProfile.Profile(timer=time.process_time)
 profiler.enable()
 for i in range(n):
     one(i)
@@ -56,4 +56,6 @@ profiler.disable()
 elapsed = time.perf_counter() - start
 per = elapsed / n * 1000
 print(f"{n} {mode} requests in {elapsed:.2f}s: {per:.2f} ms per request (profiled)")
-pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(
+    int(os.environ.get("TOP", "45"))
+)

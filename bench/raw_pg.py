@@ -20,8 +20,8 @@ INSERT INTO ledger_usageevent (team_id, api_key_id, event_id, request_id, body_h
   cost_usd, credits_nano)
 SELECT t, k, e, '', h, 'openai', m, now(), now(), 200, i, o, c, 0, 0, 0, 0, 0, 0, 0, '',
   'canonical', r::jsonb, '{}'::jsonb, 'billed', '', p, u, n
-FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
-  %s::bigint[], %s::bigint[], %s::text[], %s::bigint[], %s::numeric[], %s::bigint[])
+FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::bigint[], %b::bigint[],
+  %b::bigint[], %b::bigint[], %b::text[], %b::bigint[], %b::numeric[], %b::bigint[])
   AS x(t, k, e, h, m, i, o, c, r, p, u, n)
 ON CONFLICT (team_id, event_id) DO NOTHING
 RETURNING id
@@ -30,8 +30,8 @@ ENTRY_SQL = """
 INSERT INTO ledger_ledgerentry (team_id, kind, amount_nano, balance_after_nano, buckets_after,
   allocations, reference, usage_event_id, price_id, credits_per_usd, reason, created_at)
 SELECT t, 'usage', a, b, s::jsonb, l::jsonb, ref, ev, p, 180, '', now()
-FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[],
-  %s::bigint[], %s::bigint[]) AS x(t, a, b, s, l, ref, ev, p)
+FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],
+  %b::bigint[], %b::bigint[]) AS x(t, a, b, s, l, ref, ev, p)
 """
 
 

@@ -106,8 +106,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--teams", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default="", help="run only scenarios whose label contains this")
     parser.add_argument(
         "--admin-url",
         default=os.environ.get("PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
@@ -148,6 +149,8 @@ def main() -> int:
             ("api single x32, spread", keys, "single", 32),
             ("api single x32, one team", hot, "single", 32),
         ]:
+            if args.only not in label:
+                continue
             print(f"bench: {label} ...", flush=True)
             results[label] = wrk(
                 label, keyfile, mode=mode, connections=conns, seconds=args.seconds, out=out
@@ -162,11 +165,17 @@ def main() -> int:
         ("raw single x32, spread", 32, 1, False),
         ("raw single x32, one team", 32, 1, True),
     ]:
+        if args.only not in label:
+            continue
         print(f"bench: {label} ...", flush=True)
         results[label] = raw_pg.run(
             ROLE_URL, concurrency=conc, batch=batch, seconds=args.seconds / 2, hot=hot_team
         )
 
+    if args.only:
+        for label, row in results.items():
+            print(f"{label:<28}{row['events_per_s']:>12,.0f}{row['p99_ms']:>10.1f}")
+        return 0
     report(results)
     results_dir = ROOT / "bench/results"
     results_dir.mkdir(exist_ok=True)

@@ -62,7 +62,7 @@ def render_price(book: PriceBook, model_id: int | None, price_id: int | None) ->
     }
 
 
-def render_result(result: EventResult, book: PriceBook, balance: dict[str, int] | None) -> dict:
+def render_result(result: EventResult, price: dict | None, balance: dict[str, int] | None) -> dict:
     if result.error is not None:
         return {"id": result.event_id, "status": result.status, "error": result.error}
     return {
@@ -72,17 +72,23 @@ def render_result(result: EventResult, book: PriceBook, balance: dict[str, int] 
         "replayed": result.replayed,
         "cost_usd": format_usd(result.cost_usd) if result.cost_usd is not None else None,
         "credits": format_credits(result.credits_nano) if result.credits_nano is not None else None,
-        "price": render_price(book, result.model_id, result.price_id),
+        "price": price,
         "balance": render_buckets(result.balance or balance or {}),
     }
 
 
-def _render_all(ctx_team_id: int, results: list[EventResult]) -> list[dict]:
+def _render_all(team_id: int, results: list[EventResult]) -> list[dict]:
     book = price_book()
     current = None
     if any(r.error is None and r.balance is None for r in results):
-        current = selectors.balance_get(team_id=ctx_team_id).buckets()
-    return [render_result(r, book, current) for r in results]
+        current = selectors.balance_get(team_id=team_id).buckets()
+    prices: dict[int | None, dict | None] = {None: None}  # a batch uses few price versions
+    out = []
+    for r in results:
+        if r.price_id not in prices:
+            prices[r.price_id] = render_price(book, r.model_id, r.price_id)
+        out.append(render_result(r, prices[r.price_id], current))
+    return out
 
 
 # ---- schema serializers (documentation of the hot path's shape) ----------------------------

@@ -36,6 +36,11 @@ class BulkInsert:
         self._returning = f" RETURNING {', '.join(returning)}" if returning else ""
         self._pg_types = [self._array_type(f) for f in fields]
         self._json = [f.get_internal_type() == "JSONField" for f in fields]
+        marks = ", ".join("%s::jsonb" if is_json else "%s" for is_json in self._json)
+        self._pg_row_sql = (
+            f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks})"  # noqa: S608
+            f"{self._conflict}{self._returning}"
+        )
 
     @staticmethod
     def _array_type(field: Any) -> str:
@@ -47,7 +52,8 @@ class BulkInsert:
     def _pg_sql(self) -> str:
         selects = [f"c{i}::jsonb" if is_json else f"c{i}" for i, is_json in enumerate(self._json)]
         aliases = ", ".join(f"c{i}" for i in range(len(self.columns)))
-        arrays = ", ".join(f"%s::{t}" for t in self._pg_types)
+        # %b: arrays travel in binary (text arrays are escaped element by element, 10x slower).
+        arrays = ", ".join(f"%b::{t}" for t in self._pg_types)
         return (
             f"INSERT INTO {self.table} ({', '.join(self.columns)}) "  # noqa: S608 - names from _meta
             f"SELECT {', '.join(selects)} FROM unnest({arrays}) AS u({aliases})"
@@ -61,13 +67,23 @@ class BulkInsert:
             f"{self._conflict}{self._returning}"
         )
 
+    def pg_statement(self, rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+        """The PostgreSQL statement and its parameters, to run or embed in a larger statement.
+        One row travels as plain values (dumping ~30 one-element arrays costs more than the
+        insert itself); more rows as one array per column."""
+        if len(rows) == 1:
+            return self._pg_row_sql, list(rows[0])
+        columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in self.columns]
+        return self._pg_sql(), columns
+
     def __call__(self, rows: Sequence[Sequence[Any]]) -> list[tuple]:
         """Insert `rows` (tuples in column order); returns the RETURNING rows of inserted ones."""
         if not rows:
             return []
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
-                cursor.execute(self._pg_sql(), [list(col) for col in zip(*rows, strict=True)])
+                sql, params = self.pg_statement(rows)
+                cursor.execute(sql, params)
                 return cursor.fetchall() if self.returning else []
             out: list[tuple] = []
             sql = self._row_sql()

@@ -68,13 +68,24 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Server-side binding: array parameters travel as-is instead of being quoted into the SQL
+    # text (the ingest hot path sends one array per column), and repeated statements are
+    # prepared by psycopg.
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Take the write lock when a transaction starts, not halfway (no "database is locked"
+    # upgrades), and wait for it rather than failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "gateway_billing.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "gb",
         }

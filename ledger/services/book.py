@@ -35,6 +35,16 @@ EXPIRY_KIND = {LotSource.PLAN: EntryKind.PLAN_EXPIRY}
 BUCKETS = ("monthly", "addon", "promotional")
 
 
+_PG_LOTS_UPDATE = (
+    "UPDATE ledger_creditlot AS l SET remaining_nano = v.remaining "
+    "FROM unnest(%b::bigint[], %b::bigint[]) AS v(id, remaining) WHERE l.id = v.id"
+)
+_BALANCE_UPDATE = (
+    "UPDATE ledger_teambalance SET balance_nano = %s, overdraft_nano = %s, updated_at = %s "
+    "WHERE team_id = %s"
+)
+
+
 class LedgerInvariantError(RuntimeError):
     """The book does not add up: the transaction is rolled back and nothing is written."""
 
@@ -252,36 +262,32 @@ class Book:
         if sum(lot.remaining for lot in self.lots) - self.overdraft != self.balance:
             raise LedgerInvariantError(f"team {self.team_id}: lots and balance disagree")
         dirty = [(lot.remaining, lot.id) for lot in self.lots + self.retired if lot.dirty]
-        with connection.cursor() as cursor:
-            if dirty:
-                cursor.executemany(
-                    "UPDATE ledger_creditlot SET remaining_nano = %s WHERE id = %s", dirty
-                )
-            cursor.execute(
-                "UPDATE ledger_teambalance SET balance_nano = %s, overdraft_nano = %s, "
-                "updated_at = %s WHERE team_id = %s",
-                [self.balance, self.overdraft, self.now, self.team_id],
+        entries = [
+            (
+                self.team_id, e.kind, e.amount, e.balance_after,
+                orjson.dumps(e.buckets_after).decode(), orjson.dumps(e.allocations).decode(),
+                e.reference, e.usage_event_id, e.price_id, e.credits_per_usd, e.author_id,
+                e.reason, e.created_at,
             )
-        _insert_entries(
-            [
-                (
-                    self.team_id,
-                    e.kind,
-                    e.amount,
-                    e.balance_after,
-                    orjson.dumps(e.buckets_after).decode(),
-                    orjson.dumps(e.allocations).decode(),
-                    e.reference,
-                    e.usage_event_id,
-                    e.price_id,
-                    e.credits_per_usd,
-                    e.author_id,
-                    e.reason,
-                    e.created_at,
+            for e in self.entries
+        ]  # fmt: skip
+        balance = [self.balance, self.overdraft, self.now, self.team_id]
+        if connection.vendor == "postgresql":
+            # One round trip while the team's lock is held: lots, balance and entries together.
+            insert, columns = _insert_entries.pg_statement(entries)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"WITH lots AS ({_PG_LOTS_UPDATE}), bal AS ({_BALANCE_UPDATE}) {insert}",
+                    [[lot_id for _, lot_id in dirty], [r for r, _ in dirty], *balance, *columns],
                 )
-                for e in self.entries
-            ]
-        )
+        else:
+            with connection.cursor() as cursor:
+                if dirty:
+                    cursor.executemany(
+                        "UPDATE ledger_creditlot SET remaining_nano = %s WHERE id = %s", dirty
+                    )
+                cursor.execute(_BALANCE_UPDATE, balance)
+            _insert_entries(entries)
         for lot in self.lots:
             lot.dirty = False
         written, self.entries, self.retired = self.entries, [], []

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Project
@@ -101,6 +101,15 @@ _EVENT_COLUMNS = [
 _insert_events = BulkInsert(
     UsageEvent, _EVENT_COLUMNS, conflict=["team_id", "event_id"], returning=("id", "event_id")
 )
+
+
+def _check_constraints_now() -> None:
+    """Foreign keys are checked as rows are written, not at COMMIT (Django declares them
+    deferred): the events' checks then run before the team's lock is taken, and the lock is
+    not held through thousands of checks at commit."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def _error(index: int, exc: EventError, event_id: str | None = None) -> EventResult:
@@ -333,6 +342,7 @@ def usage_record(
 
     billed: list[EventResult] = []
     with transaction.atomic():
+        _check_constraints_now()
         inserted = dict((eid, pk) for pk, eid in _insert_events([p.row for p in pending.values()]))
         conflicts = [eid for eid in pending if eid not in inserted]
         stored = _stored_results(ctx.team_id, conflicts) if conflicts else {}
