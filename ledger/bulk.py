@@ -27,6 +27,7 @@ class BulkInsert:
         meta = model._meta
         by_attname = {f.attname: f for f in meta.concrete_fields}
         fields = [by_attname[c] for c in columns]
+        self._fields = fields
         self.table = meta.db_table
         self.columns = [f.column for f in fields]
         self.returning = list(returning)
@@ -60,6 +61,13 @@ class BulkInsert:
             f"{self._conflict}{self._returning}"
         )
 
+    def _prepare_row(self, row: Sequence[Any]) -> list[Any]:
+        """Values as the ORM would write them (SQLite: naive UTC datetimes, decimal text)."""
+        return [
+            value if is_json or value is None else field.get_db_prep_value(value, connection)
+            for value, field, is_json in zip(row, self._fields, self._json, strict=True)
+        ]
+
     def _row_sql(self) -> str:
         marks = ", ".join(["%s"] * len(self.columns))
         return (
@@ -88,7 +96,7 @@ class BulkInsert:
             out: list[tuple] = []
             sql = self._row_sql()
             for row in rows:
-                cursor.execute(sql, list(row))
+                cursor.execute(sql, self._prepare_row(row))
                 if self.returning:
                     out.extend(cursor.fetchall())
             return out

@@ -13,7 +13,7 @@ Use inside ``transaction.atomic()``: ``Book.open`` locks the team's balance row 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +43,15 @@ _BALANCE_UPDATE = (
     "UPDATE ledger_teambalance SET balance_nano = %s, overdraft_nano = %s, updated_at = %s "
     "WHERE team_id = %s"
 )
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    """Raw SQL on SQLite returns naive UTC text; PostgreSQL returns aware datetimes."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value is not None and timezone.is_naive(value):
+        value = value.replace(tzinfo=UTC)
+    return value
 
 
 class LedgerInvariantError(RuntimeError):
@@ -135,7 +144,7 @@ class Book:
                 cursor.execute(
                     "INSERT INTO ledger_teambalance (team_id, balance_nano, overdraft_nano, "
                     "updated_at) VALUES (%s, 0, 0, %s) ON CONFLICT (team_id) DO NOTHING",
-                    [team_id, now],
+                    [team_id, connection.ops.adapt_datetimefield_value(now)],
                 )
                 cursor.execute(select + lock, [team_id])
                 row = cursor.fetchone()
@@ -144,7 +153,7 @@ class Book:
                 "FROM ledger_creditlot WHERE team_id = %s AND remaining_nano > 0",
                 [team_id],
             )
-            lots = [LiveLot(*lot) for lot in cursor.fetchall()]
+            lots = [LiveLot(*row[:5], _aware(row[5]), _aware(row[6])) for row in cursor.fetchall()]
         book = cls(team_id, row[0], row[1], lots, now)
         book.expire_due()
         return book
@@ -286,6 +295,7 @@ class Book:
                     cursor.executemany(
                         "UPDATE ledger_creditlot SET remaining_nano = %s WHERE id = %s", dirty
                     )
+                balance[2] = connection.ops.adapt_datetimefield_value(self.now)
                 cursor.execute(_BALANCE_UPDATE, balance)
             _insert_entries(entries)
         for lot in self.lots:
