@@ -45,14 +45,23 @@ print(json.dumps({"single": [single.status_code, single.json()], "replay": repla
 
 def test_usage_on_the_embedded_sqlite_default(tmp_path):
     env = {
-        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}
+        },
         "DJANGO_SETTINGS_MODULE": "gateway_billing.settings.main",
         "DEBUG": "true",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'embedded.sqlite3'}",
         "ALLOWED_HOSTS": "testserver",
     }
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
