@@ -7,6 +7,7 @@ revocation, so its next request is refused.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from rest_framework import authentication, exceptions
 
 from .keys import hash_secret
 from .models import ApiKey
+
+logger = logging.getLogger(__name__)
 
 KEY_CACHE_SECONDS = 300
 LAST_USED_EVERY_SECONDS = 60
@@ -32,6 +35,7 @@ class ApiPrincipal:
     project_id: int | None
     member_id: int | None
     scopes: frozenset[str]
+    plan_id: int | None = None  # the team's plan, for the gate's limits
     is_authenticated: bool = True
     is_staff: bool = False
 
@@ -43,7 +47,7 @@ class ApiPrincipal:
 def _load(key_hash: str) -> ApiPrincipal | None:
     row = (
         ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True)
-        .values("id", "team_id", "project_id", "member_id", "scopes")
+        .values("id", "team_id", "project_id", "member_id", "scopes", "team__subscription__plan_id")
         .first()
     )
     if row is None:
@@ -54,13 +58,18 @@ def _load(key_hash: str) -> ApiPrincipal | None:
         project_id=row["project_id"],
         member_id=row["member_id"],
         scopes=frozenset(row["scopes"]),
+        plan_id=row["team__subscription__plan_id"],
     )
 
 
 def principal_for_key(raw_key: str) -> ApiPrincipal | None:
     key_hash = hash_secret(raw_key)
     cache_key = key_cache_key(key_hash)
-    principal = cache.get(cache_key)
+    try:
+        principal = cache.get(cache_key)
+    except Exception:  # the cache is down: the database answers (a key still works)
+        logger.warning("api key cache unavailable", exc_info=True)
+        return _load(key_hash)
     if principal is None:
         principal = _load(key_hash)
         if principal is None:
@@ -68,6 +77,12 @@ def principal_for_key(raw_key: str) -> ApiPrincipal | None:
         cache.set(cache_key, principal, KEY_CACHE_SECONDS)
     _touch(principal.key_id)
     return principal
+
+
+def team_keys_forget(team_id: int) -> None:
+    """Drop the cached principals of a team's keys (after its plan changes)."""
+    hashes = ApiKey.objects.filter(team_id=team_id).values_list("key_hash", flat=True)
+    cache.delete_many([key_cache_key(h) for h in hashes])
 
 
 _touched: dict[int, float] = {}  # key id -> when this process last recorded its use
@@ -80,7 +95,11 @@ def _touch(key_id: int) -> None:
     if now - _touched.get(key_id, -LAST_USED_EVERY_SECONDS) < LAST_USED_EVERY_SECONDS:
         return
     _touched[key_id] = now
-    if cache.add(f"apikey-touch:{key_id}", 1, LAST_USED_EVERY_SECONDS):
+    try:
+        first = cache.add(f"apikey-touch:{key_id}", 1, LAST_USED_EVERY_SECONDS)
+    except Exception:  # the cache is down: record the use anyway (once a minute per process)
+        first = True
+    if first:
         ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
 
 

@@ -10,6 +10,7 @@ handler500 = "gateway_billing.errors.handler500"
 api_v1 = [
     path("", include("pricing.api_urls")),
     path("", include("ledger.api_urls")),
+    path("", include("ratelimits.api_urls")),
     path("", include("accounts.api_urls")),
 ]
 

@@ -172,6 +172,8 @@ class TeamBalance(models.Model):
     )
     balance_nano = models.BigIntegerField(default=0)
     overdraft_nano = models.BigIntegerField(default=0, help_text="Spent beyond every lot")
+    # +1 on every write: lets caches of the balance (the gate) keep only the newest value.
+    version = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

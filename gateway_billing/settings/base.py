@@ -88,6 +88,8 @@ if REDIS_URL:
             "BACKEND": "gateway_billing.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "gb",
+            # Fail fast when Redis is gone: callers fall back (see the gate) instead of hanging.
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0},
         }
     }
 else:
@@ -124,6 +126,10 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 # 1 USD of provider cost buys this many credits. Recorded on every usage entry, so a change
 # applies going forward only.
 CREDITS_PER_USD = Decimal(env.str("CREDITS_PER_USD", default="180"))
+
+# When Redis (the gate's shared state) is down: true lets requests through without a TPM check;
+# false answers 503. Credit checks then fall back to the database balance either way.
+RATE_LIMIT_FAIL_OPEN = env.bool("RATE_LIMIT_FAIL_OPEN", default=True)
 
 REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["gateway_billing.json.OrjsonParser"],

@@ -12,13 +12,14 @@ Use inside ``transaction.atomic()``: ``Book.open`` locks the team's balance row 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ledger.bulk import BulkInsert
@@ -34,14 +35,18 @@ DEFAULT_PRIORITY = {
 EXPIRY_KIND = {LotSource.PLAN: EntryKind.PLAN_EXPIRY}
 BUCKETS = ("monthly", "addon", "promotional")
 
+# Called after a book's transaction commits with (team_id, balance_nano, version): the gate
+# mirrors balances this way (registered by ratelimits at start-up).
+after_book_commit: list[Callable[[int, int, int], None]] = []
+
 
 _PG_LOTS_UPDATE = (
     "UPDATE ledger_creditlot AS l SET remaining_nano = v.remaining "
     "FROM unnest(%b::bigint[], %b::bigint[]) AS v(id, remaining) WHERE l.id = v.id"
 )
 _BALANCE_UPDATE = (
-    "UPDATE ledger_teambalance SET balance_nano = %s, overdraft_nano = %s, updated_at = %s "
-    "WHERE team_id = %s"
+    "UPDATE ledger_teambalance SET balance_nano = %s, overdraft_nano = %s, updated_at = %s, "
+    "version = %s WHERE team_id = %s"
 )
 
 
@@ -126,6 +131,7 @@ class Book:
         self.lots = sorted(lots, key=LiveLot.spend_key)
         self.now = now
         self.entries: list[EntryDraft] = []
+        self.version = 0
         self.retired: list[LiveLot] = []  # expired lots: off the spend list, still to be written
 
     # ---- opening: lock, load, expire -------------------------------------------------------
@@ -136,14 +142,15 @@ class Book:
         lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
         with connection.cursor() as cursor:
             select = (
-                "SELECT balance_nano, overdraft_nano FROM ledger_teambalance WHERE team_id = %s"
+                "SELECT balance_nano, overdraft_nano, version FROM ledger_teambalance "
+                "WHERE team_id = %s"
             )
             cursor.execute(select + lock, [team_id])
             row = cursor.fetchone()
             if row is None:
                 cursor.execute(
-                    "INSERT INTO ledger_teambalance (team_id, balance_nano, overdraft_nano, "
-                    "updated_at) VALUES (%s, 0, 0, %s) ON CONFLICT (team_id) DO NOTHING",
+                    "INSERT INTO ledger_teambalance (team_id, balance_nano, overdraft_nano, version, "
+                    "updated_at) VALUES (%s, 0, 0, 0, %s) ON CONFLICT (team_id) DO NOTHING",
                     [team_id, connection.ops.adapt_datetimefield_value(now)],
                 )
                 cursor.execute(select + lock, [team_id])
@@ -153,8 +160,9 @@ class Book:
                 "FROM ledger_creditlot WHERE team_id = %s AND remaining_nano > 0",
                 [team_id],
             )
-            lots = [LiveLot(*row[:5], _aware(row[5]), _aware(row[6])) for row in cursor.fetchall()]
+            lots = [LiveLot(*r[:5], _aware(r[5]), _aware(r[6])) for r in cursor.fetchall()]
         book = cls(team_id, row[0], row[1], lots, now)
+        book.version = row[2]
         book.expire_due()
         return book
 
@@ -280,7 +288,8 @@ class Book:
             )
             for e in self.entries
         ]  # fmt: skip
-        balance = [self.balance, self.overdraft, self.now, self.team_id]
+        self.version += 1
+        balance = [self.balance, self.overdraft, self.now, self.version, self.team_id]
         if connection.vendor == "postgresql":
             # One round trip while the team's lock is held: lots, balance and entries together.
             insert, columns = _insert_entries.pg_statement(entries)
@@ -300,5 +309,10 @@ class Book:
             _insert_entries(entries)
         for lot in self.lots:
             lot.dirty = False
+        if after_book_commit:
+            team_id, balance_nano, version = self.team_id, self.balance, self.version
+            transaction.on_commit(
+                lambda: [hook(team_id, balance_nano, version) for hook in after_book_commit]
+            )
         written, self.entries, self.retired = self.entries, [], []
         return written

@@ -33,7 +33,7 @@ from .book import Book
 MAX_BATCH = 1000
 ZERO = Decimal(0)
 
-# Hooks run after commit with (team_id, list of billed results); later issues register the TPM
+# Hooks run after commit with (team_id, list of newly recorded results); later issues register the TPM
 # window, budget spend, alerts and auto recharge here.
 after_usage_commit: list[Callable[[int, list[EventResult]], None]] = []
 
@@ -55,6 +55,8 @@ class EventResult:
     tokens: tuple[int, int, int, int] = (0, 0, 0, 0)
     project_id: int | None = None
     replayed: bool = False
+    provider: str = ""
+    occurred_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -248,6 +250,8 @@ def _prepare(
         request_id=event.request_id,
         tokens=event.tokens,
         project_id=project_id,
+        provider=model.provider,
+        occurred_at=event.occurred_at,
     )
     return _Pending(result, event, row)
 
@@ -340,7 +344,7 @@ def usage_record(
         else:
             pending[event.event_id] = prepared
 
-    billed: list[EventResult] = []
+    created: list[EventResult] = []
     with transaction.atomic():
         _check_constraints_now()
         inserted = dict((eid, pk) for pk, eid in _insert_events([p.row for p in pending.values()]))
@@ -356,6 +360,7 @@ def usage_record(
                 continue
             result.usage_event_id = inserted[eid]
             results[result.index] = result
+            created.append(result)
             if result.state == UsageState.BILLED:
                 if book is None:
                     book = Book.open(ctx.team_id, now=now)
@@ -370,12 +375,11 @@ def usage_record(
                     credits_per_usd=credits_per_usd,
                 )
                 result.balance = {"total": entry.balance_after, **entry.buckets_after}
-                billed.append(result)
         if book is not None:
             book.close()
-        if billed and after_usage_commit:
+        if created and after_usage_commit:
             team_id = ctx.team_id
-            transaction.on_commit(lambda: [hook(team_id, billed) for hook in after_usage_commit])
+            transaction.on_commit(lambda: [hook(team_id, created) for hook in after_usage_commit])
 
     for index, event in duplicates:
         first = pending[event.event_id].result

@@ -1,0 +1,273 @@
+"""The gate: may this team spend now? Authorize places a hold (worst-case credits and the
+estimated tokens); the usage event with the same request_id settles it; release frees it; a hold
+nobody settles expires after 10 minutes.
+
+No database query in the steady state: the key, the price book, the limits and the gate's state
+(Redis, see gate.py) answer. The balance mirror is refreshed after every ledger commit and rebuilt
+from the database on a cold start. When Redis is down: credits are checked against the database
+balance (holds cannot be placed: the answer says `degraded`), and TPM follows
+RATE_LIMIT_FAIL_OPEN (allow) or refuses with 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.core.cache import caches
+from django.utils import timezone
+from rest_framework import status
+
+from gateway_billing.errors import ApplicationError
+from gateway_billing.permissions import TeamContext
+from ledger.models import TeamBalance
+from pricing.money import format_credits
+from pricing.rating import UnpricedUsage, Usage, rate
+from pricing.selectors import model_suggestions, price_book
+
+from .gate import LocalGate, RedisGate
+from .selectors import tpm_limit
+
+logger = logging.getLogger(__name__)
+
+MICRO = 1000  # nano-credits per micro-credit (the gate's unit)
+
+_gate: RedisGate | LocalGate | None = None
+
+
+def gate() -> RedisGate | LocalGate:
+    """Redis when the cache is Redis (shared by every process), else this process's state."""
+    global _gate
+    if _gate is None:
+        backend = caches["default"]
+        client = getattr(getattr(backend, "_cache", None), "get_client", None)
+        _gate = RedisGate(client(write=True)) if settings.REDIS_URL and client else LocalGate()
+    return _gate
+
+
+def gate_reset() -> None:
+    global _gate
+    _gate = None
+
+
+def tpm_tokens(*, provider: str, tokens: tuple[int, int, int, int]) -> int:
+    """Tokens that count toward TPM: input + output (+ cache writes); cached input (cache
+    reads) counts for every provider except Anthropic."""
+    input_tokens, output_tokens, cache_read, cache_write = tokens
+    counted = input_tokens + output_tokens + cache_write
+    return counted if provider == "anthropic" else counted + cache_read
+
+
+@dataclass(frozen=True)
+class AuthorizeRequest:
+    model: str
+    estimated_input_tokens: int
+    max_output_tokens: int
+    provider: str | None = None
+    project: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    request_id: str
+    hold_micro: int
+    hold_expires_ms: int
+    balance_micro: int
+    held_micro: int
+    tpm_limit: int | None
+    tpm_used: int
+    degraded: bool = False
+
+    def render(self) -> dict:
+        def credits(micro: int) -> str:
+            return format_credits(micro * MICRO)
+
+        expires = (
+            datetime.fromtimestamp(self.hold_expires_ms / 1000, tz=UTC).isoformat()
+            if self.hold_expires_ms
+            else None
+        )
+        remaining = None if self.tpm_limit is None else max(self.tpm_limit - self.tpm_used, 0)
+        return {
+            "allowed": True,
+            "request_id": self.request_id,
+            "hold": {"credits": credits(self.hold_micro), "expires_at": expires},
+            "tpm": {"limit": self.tpm_limit, "used": self.tpm_used, "remaining": remaining},
+            "balance": {
+                "total": credits(self.balance_micro),
+                "held": credits(self.held_micro),
+                "spendable": credits(self.balance_micro - self.held_micro),
+            },
+            "budgets": [],
+            "degraded": self.degraded,
+        }
+
+
+def _now_ms(now: datetime | None) -> int:
+    return int((now.timestamp() if now else time.time()) * 1000)
+
+
+def balance_cold_load(*, team_id: int) -> None:
+    """Rebuild the gate's balance mirror of one team from the database."""
+    row = TeamBalance.objects.filter(team_id=team_id).values_list("balance_nano", "version").first()
+    balance, version = row or (0, 0)
+    gate().set_balance(team_id=team_id, balance=balance // MICRO, version=version)
+
+
+def authorize(
+    *, ctx: TeamContext, plan_id: int | None, request: AuthorizeRequest, now: datetime | None = None
+) -> Decision:
+    book = price_book()
+    model = book.model(name=request.model)
+    if model is None:
+        suggestions = model_suggestions(name=request.model)
+        hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
+        raise ApplicationError(
+            "unknown_model", f"Unknown model {request.model!r}.{hint}",
+            fields={"model": ["Unknown model."]}, status_code=422,
+            extra={"suggestions": suggestions},
+        )  # fmt: skip
+    if request.provider is not None and request.provider != model.provider:
+        raise ApplicationError(
+            "provider_mismatch", f"Model {model.name} is a {model.provider} model.",
+            fields={"provider": ["Does not match the model."]}, status_code=422,
+        )  # fmt: skip
+    at = now or timezone.now()
+    price = book.price_at(model=model.id, at=at)
+    try:
+        if price is None:
+            raise UnpricedUsage("tokens")
+        usage = Usage(request.estimated_input_tokens, request.max_output_tokens)
+        cost = rate(usage, price.terms, settings.CREDITS_PER_USD)
+    except UnpricedUsage:
+        raise ApplicationError(
+            "model_unpriced", f"{model.name} has no price yet, so it cannot be authorized.",
+            fields={"model": ["No price."]}, status_code=422,
+        ) from None  # fmt: skip
+    cost_micro = -(-cost.nano_credits // MICRO)  # rounded up: a hold never under-reserves
+    tokens = request.estimated_input_tokens + request.max_output_tokens
+    limit = tpm_limit(team_id=ctx.team_id, plan_id=plan_id, model_id=model.id)
+    request_id = request.request_id or uuid.uuid4().hex
+    now_ms = _now_ms(now)
+    try:
+        answer = gate().authorize(
+            team_id=ctx.team_id, model_id=model.id, request_id=request_id, cost=cost_micro,
+            tokens=tokens, limit=limit, now_ms=now_ms,
+        )  # fmt: skip
+        if answer.outcome == "cold":
+            balance_cold_load(team_id=ctx.team_id)
+            answer = gate().authorize(
+                team_id=ctx.team_id, model_id=model.id, request_id=request_id, cost=cost_micro,
+                tokens=tokens, limit=limit, now_ms=now_ms,
+            )  # fmt: skip
+    except Exception:  # the shared state is unreachable: the documented fallback
+        logger.warning("gate unavailable; answering from the fallback policy", exc_info=True)
+        return _fallback(ctx=ctx, request_id=request_id, cost_micro=cost_micro, limit=limit)
+    if answer.outcome == "insufficient":
+        spendable = answer.balance - answer.held
+        raise ApplicationError(
+            "insufficient_credits",
+            f"This request may cost up to {format_credits(cost_micro * MICRO)} credits; the "
+            f"team can spend {format_credits(spendable * MICRO)} now. Top up or wait for "
+            "running requests to settle.",
+            status_code=status.HTTP_402_PAYMENT_REQUIRED,
+            extra={"balance": format_credits(answer.balance * MICRO),
+                   "held": format_credits(answer.held * MICRO)},
+        )  # fmt: skip
+    if answer.outcome == "rate_limited":
+        retry = max(1, math.ceil(answer.retry_after_ms / 1000))
+        too_big = limit is not None and tokens > limit
+        message = (
+            f"This request ({tokens} tokens) is larger than the team's limit of {limit} "
+            f"tokens per minute for {model.name}; ask for fewer tokens."
+            if too_big
+            else f"{model.name} is at the team's limit of {limit} tokens per minute "
+            f"({answer.used} used in the last 60 s); retry in {retry} s."
+        )
+        raise ApplicationError(
+            "rate_limited", message, status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(retry)},
+            extra={"tpm": {"limit": limit, "used": answer.used}, "retry_after": retry},
+        )  # fmt: skip
+    return Decision(
+        request_id=request_id,
+        hold_micro=answer.hold_credits,
+        hold_expires_ms=answer.hold_expires_ms,
+        balance_micro=answer.balance,
+        held_micro=answer.held,
+        tpm_limit=limit,
+        tpm_used=answer.used,
+    )
+
+
+def _fallback(*, ctx: TeamContext, request_id: str, cost_micro: int, limit: int | None) -> Decision:
+    if limit is not None and not settings.RATE_LIMIT_FAIL_OPEN:
+        raise ApplicationError(
+            "rate_limiter_unavailable",
+            "The rate limiter is unavailable; retry shortly.",
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+    balance = (
+        TeamBalance.objects.filter(team_id=ctx.team_id)
+        .values_list("balance_nano", flat=True)
+        .first()
+        or 0
+    )
+    if balance // MICRO < cost_micro:
+        raise ApplicationError(
+            "insufficient_credits",
+            f"This request may cost up to {format_credits(cost_micro * MICRO)} credits; the "
+            f"team has {format_credits(balance)}.",
+            status_code=status.HTTP_402_PAYMENT_REQUIRED,
+        )
+    return Decision(
+        request_id=request_id, hold_micro=0, hold_expires_ms=0, balance_micro=balance // MICRO,
+        held_micro=0, tpm_limit=limit, tpm_used=0, degraded=True,
+    )  # fmt: skip
+
+
+def hold_release(*, ctx: TeamContext, request_id: str, now: datetime | None = None) -> None:
+    """Free a hold early (the model call was not made). 404 when no live hold has that id."""
+    found = False
+    hold = gate().hold_get(team_id=ctx.team_id, request_id=request_id)
+    if hold is not None:
+        found = gate().settle(
+            team_id=ctx.team_id, model_id=hold[4], request_id=request_id, tokens=0, member="",
+            event_ms=0, now_ms=_now_ms(now), recount=False,
+        )  # fmt: skip
+    if not found:
+        raise ApplicationError(
+            "not_found", f"No live hold {request_id!r} in this team (settled, released or expired).",
+            status_code=404,
+        )  # fmt: skip
+
+
+# ---- after-commit hooks (registered in apps.py) ----------------------------------------------
+
+
+def on_book_commit(team_id: int, balance_nano: int, version: int) -> None:
+    try:
+        gate().set_balance(team_id=team_id, balance=balance_nano // MICRO, version=version)
+    except Exception:  # the mirror is rebuilt from the database on the next cold read
+        logger.warning("gate: balance mirror not updated", exc_info=True)
+
+
+def on_usage_commit(team_id: int, results: list) -> None:
+    """Settle holds (actual amounts replace the estimate) and count tokens in the window."""
+    now_ms = _now_ms(None)
+    try:
+        for r in results:
+            gate().settle(
+                team_id=team_id, model_id=r.model_id, request_id=r.request_id,
+                tokens=tpm_tokens(provider=r.provider, tokens=r.tokens),
+                member=f"u:{r.usage_event_id}", event_ms=_now_ms(r.occurred_at), now_ms=now_ms,
+            )  # fmt: skip
+    except Exception:  # usage is recorded regardless; holds then expire on their own
+        logger.warning("gate: usage not settled", exc_info=True)

@@ -1,0 +1,89 @@
+"""Redis stopped mid-test: a real redis-server of the test's own, killed while in use. The gate
+falls back as documented; ingest keeps recording usage."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from django.test import override_settings
+
+from ledger.models import UsageEvent
+from ratelimits import services
+from ratelimits.gate import RedisGate
+
+pytestmark = pytest.mark.django_db
+
+ASK = {"model": "gpt-5", "estimated_input_tokens": 1000, "max_output_tokens": 500}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def own_redis():
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is required (it runs the suite's Redis too)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(
+        host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield proc, client
+    proc.kill()
+    proc.wait()
+
+
+def test_redis_down_falls_back_to_the_database_and_ingest_keeps_recording(
+    own_redis, team_factory, key_client
+):
+    proc, client = own_redis
+    services._gate = RedisGate(client)
+    team = team_factory(plan="free")  # 300 credits
+    api = key_client(team)
+    healthy = api.post("/api/v1/authorize", ASK, format="json").json()
+    assert healthy["degraded"] is False and healthy["balance"]["held"] == "1.125000000"
+
+    proc.kill()  # Redis stops
+    proc.wait()
+    degraded = api.post("/api/v1/authorize", ASK, format="json")
+    assert degraded.status_code == 200
+    assert degraded.json()["degraded"] is True  # TPM not checked; credits from the database
+    assert degraded.json()["balance"]["total"] == "300.000000000"
+
+    too_much = api.post("/api/v1/authorize", {**ASK, "max_output_tokens": 2_000_000}, format="json")
+    assert too_much.status_code == 402  # 3,600 credits > 300 in the database: still refused
+
+    usage = {
+        "id": "during-outage",
+        "model": "gpt-5",
+        "usage": {"input_tokens": 10, "output_tokens": 10},
+    }
+    assert api.post("/api/v1/usage", usage, format="json").status_code == 201
+    assert UsageEvent.objects.filter(team=team, event_id="during-outage").exists()
+
+    with override_settings(RATE_LIMIT_FAIL_OPEN=False):
+        closed = api.post("/api/v1/authorize", ASK, format="json")
+    assert closed.status_code == 503
+    assert closed.json()["error"]["code"] == "rate_limiter_unavailable"
+    assert closed["Retry-After"] == "5"
