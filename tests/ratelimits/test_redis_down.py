@@ -10,9 +10,9 @@ import time
 
 import pytest
 import redis
+from django.test import override_settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from django.test import override_settings
 
 from ledger.models import UsageEvent
 from ratelimits import services
