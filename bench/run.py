@@ -90,7 +90,7 @@ def wrk(label: str, keys: str, *, mode: str, connections: int, seconds: int, out
     )  # fmt: skip
     rows = [json.loads(line) for line in Path(out).read_text().splitlines()]
     row = next(r for r in reversed(rows) if r["label"] == label)
-    per_request = 1000 if mode == "batch" else 1
+    per_request = 1000 if mode == "batch" else 1  # events (or requests) per request
     seconds_run = row["duration_us"] / 1e6
     errors = sum(row[k] for k in row if k.startswith("errors_"))
     return {
@@ -143,11 +143,14 @@ def main() -> int:
         print(f"bench: gunicorn gthread {args.workers}x{args.threads} up; warming up", flush=True)
         wrk("warmup", keys, mode="single", connections=8, seconds=3, out=out)
         wrk("warmup-batch", keys, mode="batch", connections=2, seconds=3, out=out)
+        wrk("warmup-authorize", keys, mode="authorize", connections=4, seconds=2, out=out)
         for label, keyfile, mode, conns in [
             ("api batch, spread", keys, "batch", 4),
             ("api batch, one team", hot, "batch", 4),
             ("api single x32, spread", keys, "single", 32),
             ("api single x32, one team", hot, "single", 32),
+            ("empty json view x8", keys, "empty", 8),
+            ("api authorize x8", keys, "authorize", 8),
         ]:
             if args.only not in label:
                 continue
@@ -205,6 +208,9 @@ def report(r: dict[str, dict]) -> None:
          f"{rate('api batch, one team') / rate('api batch, spread'):.0%}"),
         ("one-team single >= 70% of spread", rate("api single x32, one team") >= 0.7 * rate("api single x32, spread"),
          f"{rate('api single x32, one team') / rate('api single x32, spread'):.0%}"),
+        ("authorize p99 <= 5 ms", r["api authorize x8"]["p99_ms"] <= 5, f"{r['api authorize x8']['p99_ms']:.1f} ms"),
+        ("authorize >= 70% of empty view", rate("api authorize x8") >= 0.7 * rate("empty json view x8"),
+         f"{rate('api authorize x8') / rate('empty json view x8'):.0%}"),
         ("no errors", all(row.get("errors", 0) == 0 for row in r.values()), ""),
     ]  # fmt: skip
     print()

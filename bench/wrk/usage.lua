@@ -1,5 +1,7 @@
--- wrk script: POST usage events with unique ids, spread over the keys in KEYS_FILE.
--- env: KEYS_FILE (one API key per line), MODE = "single" | "batch", BATCH (events per batch),
+-- wrk script: POST usage events with unique ids (or authorize calls, or GET /healthz),
+-- spread over the keys in KEYS_FILE.
+-- env: KEYS_FILE (one API key per line), MODE = "single" | "batch" | "authorize" | "empty",
+--      BATCH (events per batch),
 --      OUT (file the summary JSON is appended to), LABEL.
 local keys = {}
 local mode = os.getenv("MODE") or "single"
@@ -39,6 +41,14 @@ end
 function request()
   local key = keys[((counter + thread_id) % #keys) + 1]
   local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. key}
+  if mode == "empty" then
+    return wrk.format("GET", "/healthz")
+  end
+  if mode == "authorize" then
+    counter = counter + 1
+    return wrk.format("POST", "/api/v1/authorize", headers,
+      '{"model":"gpt-4o-mini","estimated_input_tokens":10,"max_output_tokens":10}')
+  end
   if mode == "batch" then
     local parts = {}
     for i = 1, batch do parts[i] = event() end
