@@ -68,6 +68,15 @@ def _current() -> _Limits:
     return limits
 
 
+def limits_changed() -> None:
+    """Every process re-reads the limits within a second (called after an admin edit)."""
+    try:
+        cache.incr(VERSION_KEY)
+    except ValueError:
+        cache.set(VERSION_KEY, time.time_ns(), timeout=None)
+    limits_forget()
+
+
 def limits_forget() -> None:
     """This process re-reads the limits on its next decision (tests, a change made here)."""
     global _limits

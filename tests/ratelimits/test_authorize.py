@@ -235,3 +235,23 @@ def test_a_hundred_racing_requests_never_overspend(team_factory, key_factory, ca
     assert set(statuses) == {200, 402}
     balance = TeamBalance.objects.get(team=team)
     assert balance.balance_nano == 0 and balance.overdraft_nano == 0  # never below zero
+
+
+def test_an_admin_edit_of_a_limit_reaches_the_gate(team_factory, key_client, client):
+    from tests.conftest import make_user
+
+    team = team_factory(plan="free")
+    api = key_client(team)
+    assert authorize(api).json()["tpm"]["limit"] == 18_000
+    staff = make_user("ops@example.com")
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    from ratelimits.models import TpmLimit
+
+    limit = TpmLimit.objects.get(plan__code="free", model__name="gpt-5")
+    form = {"plan": limit.plan_id, "model": limit.model_id, "tokens_per_minute": 1234}
+    assert client.post(f"/admin/ratelimits/tpmlimit/{limit.pk}/change/", form).status_code == 302
+    refused = authorize(api, estimated_input_tokens=1, max_output_tokens=1)
+    assert refused.status_code == 429  # the 1,500 tokens held earlier exceed the new limit
+    assert refused.json()["error"]["tpm"] == {"limit": 1234, "used": 1500}
