@@ -1,6 +1,7 @@
 """Staff admin for tenancy. API keys are created through the service (the page or
 `manage.py create_api_key`) so their secret is shown once; here they can only be renamed or
-revoked (through the service, which also drops the cached lookup)."""
+revoked (through the service, which also drops the cached lookup). Webhooks, the outbox and
+the audit log are read-only here: they change through their services and pages."""
 
 from __future__ import annotations
 
@@ -9,7 +10,19 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from . import services
-from .models import ApiKey, Invitation, Membership, Plan, Project, Subscription, Team
+from .models import (
+    ApiKey,
+    AuditEntry,
+    Invitation,
+    Membership,
+    OutboxEvent,
+    Plan,
+    Project,
+    Subscription,
+    Team,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -25,8 +38,8 @@ class SubscriptionInline(admin.StackedInline):
     extra = 0
     max_num = 1
     can_delete = False
-    fields = ["plan", "current_cycle_start", "current_cycle_end", "created_at"]
-    readonly_fields = ["created_at"]
+    fields = ["plan", "pending_plan", "current_cycle_start", "current_cycle_end", "created_at"]
+    readonly_fields = ["pending_plan", "created_at"]
 
 
 class ProjectInline(admin.TabularInline):
@@ -112,7 +125,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         keys = list(queryset.filter(revoked_at__isnull=True))
         for key in keys:
-            services.api_key_revoke(key=key)
+            services.api_key_revoke(key=key, actor=request.user)
         self.message_user(request, f"Revoked {len(keys)} key(s).", messages.SUCCESS)
 
 
@@ -138,7 +151,15 @@ class PlanAdmin(admin.ModelAdmin):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ["team", "plan", "current_cycle_start", "current_cycle_end", "created_at"]
+    list_display = [
+        "team",
+        "plan",
+        "pending_plan",
+        "current_cycle_start",
+        "current_cycle_end",
+        "created_at",
+    ]
+    readonly_fields = ["pending_plan"]
     list_filter = ["plan"]
     search_fields = ["team__slug", "team__name"]
     raw_id_fields = ["team"]
@@ -165,3 +186,55 @@ class InvitationAdmin(admin.ModelAdmin):
     raw_id_fields = ["team", "invited_by"]
     readonly_fields = ["token_hash", "created_at", "accepted_at"]
     list_select_related = ["team"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(ReadOnlyAdmin):
+    list_display = ["url", "team", "is_active", "failure_count", "disabled_at", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["url", "team__slug"]
+    list_select_related = ["team"]
+    exclude = ["secret"]
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(ReadOnlyAdmin):
+    list_display = ["event_id", "type", "team", "created_at", "dispatched_at"]
+    list_filter = ["type", ("dispatched_at", admin.EmptyFieldListFilter)]
+    search_fields = ["event_id", "team__slug"]
+    list_select_related = ["team"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = [
+        "event",
+        "endpoint",
+        "attempt",
+        "state",
+        "status_code",
+        "next_attempt_at",
+        "delivered_at",
+    ]
+    list_filter = ["state"]
+    search_fields = ["event__event_id", "endpoint__url"]
+    list_select_related = ["event", "endpoint"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "action", "target", "team", "actor", "ip"]
+    list_filter = ["action"]
+    search_fields = ["action", "target", "team__slug", "actor__email"]
+    list_select_related = ["team", "actor"]

@@ -21,6 +21,7 @@ from .models import Membership, Role
 
 OWNERS = frozenset({Role.OWNER})
 MANAGERS = frozenset({Role.OWNER, Role.ADMIN})
+AUDITORS = frozenset({Role.OWNER, Role.FINANCE})
 
 
 def page_context(membership: Membership, **extra) -> dict:
@@ -30,6 +31,7 @@ def page_context(membership: Membership, **extra) -> dict:
         "membership": membership,
         "can_manage": membership.role in MANAGERS,
         "is_owner": membership.role in OWNERS,
+        "can_audit": membership.role in AUDITORS,
         **extra,
     }
 

@@ -12,7 +12,7 @@ from django.contrib.auth.password_validation import (
 
 from gateway_billing.errors import ApplicationError
 
-from .models import Project, Role, Scope
+from .models import EventType, Plan, Project, Role, Scope
 
 User = get_user_model()
 
@@ -109,3 +109,32 @@ class ApiKeyCreateForm(forms.Form):
 class ProjectCreateForm(forms.Form):
     slug = forms.SlugField(max_length=60, help_text="Lowercase letters, digits and hyphens.")
     name = forms.CharField(max_length=120, required=False)
+
+
+class PlanChangeForm(forms.Form):
+    plan = forms.ModelChoiceField(
+        queryset=Plan.objects.none(), to_field_name="code", widget=forms.RadioSelect
+    )
+
+    def __init__(self, *args, plans=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if plans is not None:
+            self.fields["plan"].queryset = plans
+        self.fields["plan"].label_from_instance = lambda p: (
+            f"{p.name}: {p.monthly_credits:,} credits a month"
+        )
+
+
+class WebhookEndpointCreateForm(forms.Form):
+    url = forms.URLField(
+        max_length=500,
+        assume_scheme="https",
+        label="URL",
+        help_text="An https:// URL that accepts POST requests with a JSON body.",
+    )
+    event_types = forms.MultipleChoiceField(
+        choices=EventType.choices,
+        widget=forms.CheckboxSelectMultiple,
+        label="Events",
+        help_text="The events sent to this URL.",
+    )

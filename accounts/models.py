@@ -1,4 +1,5 @@
-"""Tenancy: teams, their members, projects, API keys, plans and subscriptions."""
+"""Tenancy: teams, their members, projects, API keys, plans and subscriptions; outbound
+webhooks (endpoints, the outbox, delivery attempts) and the append-only audit log."""
 
 from __future__ import annotations
 
@@ -122,6 +123,10 @@ class Plan(models.Model):
 class Subscription(models.Model):
     team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="subscription")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    # A downgrade waits for the cycle end (the renew job applies it); upgrades apply at once.
+    pending_plan = models.ForeignKey(
+        Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     current_cycle_start = models.DateTimeField()
     current_cycle_end = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
@@ -153,3 +158,140 @@ class Invitation(models.Model):
             and self.revoked_at is None
             and self.expires_at > timezone.now()
         )
+
+
+# ---- outbound webhooks ---------------------------------------------------------------------
+
+
+class EventType(models.TextChoices):
+    USAGE_THRESHOLD_REACHED = "usage.threshold_reached", "usage.threshold_reached"
+    BUDGET_THRESHOLD_REACHED = "budget.threshold_reached", "budget.threshold_reached"
+    BUDGET_EXCEEDED = "budget.exceeded", "budget.exceeded"
+    BALANCE_LOW = "balance.low", "balance.low"
+    BALANCE_DEPLETED = "balance.depleted", "balance.depleted"
+    TOPUP_SUCCEEDED = "topup.succeeded", "topup.succeeded"
+    TOPUP_FAILED = "topup.failed", "topup.failed"
+    AUTO_RECHARGE_SUCCEEDED = "auto_recharge.succeeded", "auto_recharge.succeeded"
+    AUTO_RECHARGE_FAILED = "auto_recharge.failed", "auto_recharge.failed"
+    PRICE_CHANGED = "price.changed", "price.changed"
+
+
+class WebhookEndpoint(models.Model):
+    """Where a team wants its events POSTed, signed with `secret` (HMAC-SHA256)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=80)
+    event_types = models.JSONField(default=list)
+    is_active = models.BooleanField(default=True)
+    # Failed attempts in a row across all events; any delivered attempt resets it.
+    failure_count = models.PositiveIntegerField(default=0)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.team.slug})"
+
+
+class OutboxEvent(models.Model):
+    """An event written in the same transaction as the change it reports: it exists if and
+    only if that change committed. `dispatched_at` is set once its deliveries are scheduled."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    event_id = models.CharField(max_length=40, unique=True)
+    type = models.CharField(max_length=40, choices=EventType.choices)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["id"],
+                name="outbox_undispatched_idx",
+                condition=models.Q(dispatched_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+
+class DeliveryState(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    SENDING = "sending", "Sending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver one event to one endpoint. A scheduled row is due at
+    `next_attempt_at`; a failed row with retries left points at the next attempt's time."""
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.ForeignKey(OutboxEvent, on_delete=models.CASCADE, related_name="deliveries")
+    attempt = models.PositiveSmallIntegerField()
+    state = models.CharField(
+        max_length=12, choices=DeliveryState.choices, default=DeliveryState.SCHEDULED
+    )
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    attempted_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "event", "attempt"], name="delivery_unique_attempt"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="delivery_due_idx",
+                condition=models.Q(state="scheduled"),
+            ),
+            models.Index(
+                fields=["attempted_at"],
+                name="delivery_sending_idx",
+                condition=models.Q(state="sending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event.event_id} -> endpoint {self.endpoint_id} (attempt {self.attempt})"
+
+
+# ---- audit log -------------------------------------------------------------------------------
+
+
+class AuditEntry(models.Model):
+    """Who did what, when, from where. Append-only at the database (triggers), and its
+    foreign keys never cascade or set null, so nothing ever updates or deletes a row."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Empty for global actions (price edits).
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=300)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["team", "id"], name="audit_team_id_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"

@@ -11,7 +11,17 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from .keys import hash_secret
-from .models import ApiKey, Invitation, Membership, Project, Team
+from .models import (
+    ApiKey,
+    AuditEntry,
+    Invitation,
+    Membership,
+    Plan,
+    Project,
+    Team,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 User = get_user_model()
 
@@ -138,3 +148,40 @@ def api_key_identity(*, team_id: int, key_id: int) -> KeyIdentity | None:
         scopes=sorted(key.scopes),
         key_prefix=key.prefix,
     )
+
+
+def plan_list() -> QuerySet[Plan]:
+    return Plan.objects.order_by("sort_order", "monthly_credits", "code")
+
+
+def webhook_endpoint_list(*, team: Team) -> QuerySet[WebhookEndpoint]:
+    return WebhookEndpoint.objects.filter(team=team).order_by("-is_active", "created_at", "id")
+
+
+def webhook_endpoint_get(*, team: Team, endpoint_id: int) -> WebhookEndpoint | None:
+    return WebhookEndpoint.objects.filter(team=team, pk=endpoint_id).first()
+
+
+def webhook_delivery_list(*, team: Team, limit: int = 50) -> list[WebhookDelivery]:
+    """The team's latest delivery attempts, newest first."""
+    return list(
+        WebhookDelivery.objects.filter(endpoint__team=team)
+        .select_related("endpoint", "event")
+        .order_by("-id")[:limit]
+    )
+
+
+def webhook_delivery_get(*, team: Team, delivery_id: int) -> WebhookDelivery | None:
+    return (
+        WebhookDelivery.objects.select_related("endpoint", "event")
+        .filter(endpoint__team=team, pk=delivery_id)
+        .first()
+    )
+
+
+def audit_entry_list(*, team: Team, action: str | None = None) -> QuerySet[AuditEntry]:
+    """The team's audit log, newest first."""
+    entries = AuditEntry.objects.filter(team=team).select_related("actor").order_by("-id")
+    if action:
+        entries = entries.filter(action=action)
+    return entries

@@ -31,4 +31,24 @@ urlpatterns = [
     path("t/<slug:slug>/keys/new/", views.api_key_create, name="key_create"),
     path("t/<slug:slug>/keys/<int:key_id>/revoke/", views.api_key_revoke, name="key_revoke"),
     path("t/<slug:slug>/projects/", views.project_list, name="projects"),
+    path("t/<slug:slug>/plan/", views.plan_page, name="plan"),
+    path("t/<slug:slug>/plan/change/", views.plan_change, name="plan_change"),
+    path("t/<slug:slug>/webhooks/", views.webhook_list, name="webhooks"),
+    path("t/<slug:slug>/webhooks/new/", views.webhook_endpoint_create, name="webhook_create"),
+    path(
+        "t/<slug:slug>/webhooks/<int:endpoint_id>/disable/",
+        views.webhook_endpoint_disable,
+        name="webhook_disable",
+    ),
+    path(
+        "t/<slug:slug>/webhooks/<int:endpoint_id>/enable/",
+        views.webhook_endpoint_enable,
+        name="webhook_enable",
+    ),
+    path(
+        "t/<slug:slug>/webhooks/deliveries/<int:delivery_id>/resend/",
+        views.webhook_delivery_resend,
+        name="webhook_resend",
+    ),
+    path("t/<slug:slug>/audit/", views.audit_list, name="audit"),
 ]

@@ -1,4 +1,5 @@
-"""Account pages: sign up, log in, teams, members, invitations, API keys, projects.
+"""Account pages: sign up, log in, teams, members, invitations, API keys, projects, the plan,
+webhooks and the audit log.
 
 Thin: a form parses, one service writes (or a selector reads), a template renders. Every team
 page goes through ``team_view``, which resolves the membership and applies the role matrix.
@@ -6,10 +7,13 @@ page goes through ``team_view``, which resolves the membership and applies the r
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, redirect_to_login
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -18,23 +22,36 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from gateway_billing.errors import ApplicationError
+from ledger.services.cycles import subscription_change_plan
+from pricing.money import cents_to_usd, format_usd
 
 from . import selectors, services
-from .decorators import MANAGERS, OWNERS, page_context, team_view
+from .decorators import AUDITORS, MANAGERS, OWNERS, page_context, team_view
 from .forms import (
     ApiKeyCreateForm,
     InvitationCreateForm,
     LoginForm,
+    PlanChangeForm,
     ProjectCreateForm,
     RoleChangeForm,
     SignupForm,
     TeamCreateForm,
+    WebhookEndpointCreateForm,
     add_service_error,
 )
 from .models import Membership, Role
+from .services.webhooks import BACKOFF, MAX_ATTEMPTS
 
 # A form page: GET shows it, POST submits it; anything else is a 405.
 form_page = require_http_methods(["GET", "HEAD", "POST"])
+read_page = require_http_methods(["GET", "HEAD"])
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The peer address, for the audit log. Not X-Forwarded-For: anyone can send that; a
+    trusted proxy in front should set REMOTE_ADDR instead."""
+    return request.META.get("REMOTE_ADDR") or None
+
 
 # ---- account ---------------------------------------------------------------------------------
 
@@ -153,6 +170,7 @@ def invitation_create(request: HttpRequest, membership: Membership) -> HttpRespo
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
                 invited_by=request.user,
+                ip=client_ip(request),
             )
         except ApplicationError as exc:
             add_service_error(form, exc)
@@ -170,7 +188,7 @@ def invitation_revoke(
     invitation = selectors.invitation_get(team=membership.team, invitation_id=invitation_id)
     if invitation is None:
         raise Http404("No such invitation.")
-    services.invitation_revoke(invitation=invitation, actor=request.user)
+    services.invitation_revoke(invitation=invitation, actor=request.user, ip=client_ip(request))
     messages.success(request, f"Invitation to {invitation.email} revoked.")
     return redirect("accounts:members", slug=membership.team.slug)
 
@@ -190,7 +208,10 @@ def membership_role_change(
         )
     try:
         changed = services.membership_role_change(
-            membership=target, role=form.cleaned_data["role"], actor=request.user
+            membership=target,
+            role=form.cleaned_data["role"],
+            actor=request.user,
+            ip=client_ip(request),
         )
     except ApplicationError as exc:
         return _members_page(request, membership, role_error=(target.pk, exc.message), status=400)
@@ -212,7 +233,9 @@ def invitation_detail(request: HttpRequest, token: str) -> HttpResponse:
         if not request.user.is_authenticated:
             return redirect_to_login(request.path)
         try:
-            joined = services.invitation_accept(token=token, user=request.user)
+            joined = services.invitation_accept(
+                token=token, user=request.user, ip=client_ip(request)
+            )
         except ApplicationError as exc:
             return render(
                 request,
@@ -255,6 +278,7 @@ def api_key_create(request: HttpRequest, membership: Membership) -> HttpResponse
                 project=form.cleaned_data["project"],
                 member=membership,
                 created_by=request.user,
+                ip=client_ip(request),
             )
         except ApplicationError as exc:
             add_service_error(form, exc)
@@ -280,7 +304,7 @@ def api_key_revoke(request: HttpRequest, membership: Membership, key_id: int) ->
     key = selectors.api_key_get(team=membership.team, key_id=key_id)
     if key is None:
         raise Http404("No such key.")
-    services.api_key_revoke(key=key)
+    services.api_key_revoke(key=key, actor=request.user, ip=client_ip(request))
     messages.success(request, f"Key {key.prefix}… revoked; its next request is refused.")
     return redirect("accounts:keys", slug=membership.team.slug)
 
@@ -306,3 +330,181 @@ def project_list(request: HttpRequest, membership: Membership) -> HttpResponse:
     context = page_context(membership, projects=selectors.project_list(team=team), form=form)
     status = 400 if form.is_bound else 200
     return render(request, "accounts/projects.html", context, status=status)
+
+
+# ---- the plan --------------------------------------------------------------------------------
+
+
+def _plan_page(
+    request: HttpRequest,
+    membership: Membership,
+    *,
+    form: PlanChangeForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    team = membership.team
+    subscription = getattr(team, "subscription", None)  # teams made in the admin may lack one
+    plans = selectors.plan_list()
+    for plan in plans:  # exact dollars for the table
+        plan.price_usd = format_usd(cents_to_usd(plan.monthly_price_cents))
+    context = page_context(
+        membership,
+        subscription=subscription,
+        plans=plans,
+        form=form
+        or PlanChangeForm(plans=plans, initial={"plan": getattr(subscription, "plan", None)}),
+    )
+    return render(request, "accounts/plan.html", context, status=status)
+
+
+@team_view()
+@read_page
+def plan_page(request: HttpRequest, membership: Membership) -> HttpResponse:
+    return _plan_page(request, membership)
+
+
+@team_view(roles=OWNERS)
+@require_POST
+def plan_change(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = PlanChangeForm(request.POST, plans=selectors.plan_list())
+    if form.is_valid():
+        plan = form.cleaned_data["plan"]
+        try:
+            change = subscription_change_plan(
+                team=membership.team, plan=plan, actor=request.user, ip=client_ip(request)
+            )
+        except ApplicationError as exc:
+            add_service_error(form, exc)
+        else:
+            end = f"{change.subscription.current_cycle_end:%Y-%m-%d %H:%M} UTC"
+            notices = {
+                "now": f"You are on the {plan.name} plan now.",
+                "cycle_end": f"You move to the {plan.name} plan at the end of the cycle ({end}).",
+                "cancelled": f"The pending change is cancelled: you stay on {plan.name}.",
+                "unchanged": f"You are already on the {plan.name} plan.",
+            }
+            messages.success(request, notices[change.effective])
+            return redirect("accounts:plan", slug=membership.team.slug)
+    return _plan_page(request, membership, form=form, status=400)
+
+
+# ---- webhooks --------------------------------------------------------------------------------
+
+
+def _webhooks_page(
+    request: HttpRequest,
+    membership: Membership,
+    *,
+    form: WebhookEndpointCreateForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    team = membership.team
+    context = page_context(
+        membership,
+        endpoints=selectors.webhook_endpoint_list(team=team),
+        deliveries=selectors.webhook_delivery_list(team=team),
+        form=form or WebhookEndpointCreateForm(),
+        max_attempts=MAX_ATTEMPTS,
+        backoff=", ".join(_duration(step) for step in BACKOFF),
+    )
+    response = render(request, "accounts/webhooks.html", context, status=status)
+    if membership.role in MANAGERS:
+        add_never_cache_headers(response)  # it shows signing secrets
+    return response
+
+
+def _duration(step) -> str:
+    minutes = int(step.total_seconds()) // 60
+    return f"{minutes // 60} h" if minutes >= 60 else f"{minutes} min"
+
+
+@team_view()
+@read_page
+def webhook_list(request: HttpRequest, membership: Membership) -> HttpResponse:
+    return _webhooks_page(request, membership)
+
+
+@team_view(roles=MANAGERS)
+@require_POST
+def webhook_endpoint_create(request: HttpRequest, membership: Membership) -> HttpResponse:
+    form = WebhookEndpointCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            endpoint = services.webhook_endpoint_create(
+                team=membership.team,
+                url=form.cleaned_data["url"],
+                event_types=form.cleaned_data["event_types"],
+                actor=request.user,
+                ip=client_ip(request),
+            )
+        except ApplicationError as exc:
+            add_service_error(form, exc)
+        else:
+            messages.success(request, f"Endpoint {endpoint.url} added; its secret is below.")
+            return redirect("accounts:webhooks", slug=membership.team.slug)
+    return _webhooks_page(request, membership, form=form, status=400)
+
+
+def _endpoint_set_active(
+    request: HttpRequest, membership: Membership, endpoint_id: int, *, active: bool
+) -> HttpResponse:
+    endpoint = selectors.webhook_endpoint_get(team=membership.team, endpoint_id=endpoint_id)
+    if endpoint is None:
+        raise Http404("No such endpoint.")
+    services.webhook_endpoint_update(
+        endpoint=endpoint, actor=request.user, is_active=active, ip=client_ip(request)
+    )
+    state = "enabled" if active else "disabled"
+    messages.success(request, f"Endpoint {endpoint.url} {state}.")
+    return redirect("accounts:webhooks", slug=membership.team.slug)
+
+
+@team_view(roles=MANAGERS)
+@require_POST
+def webhook_endpoint_disable(
+    request: HttpRequest, membership: Membership, endpoint_id: int
+) -> HttpResponse:
+    return _endpoint_set_active(request, membership, endpoint_id, active=False)
+
+
+@team_view(roles=MANAGERS)
+@require_POST
+def webhook_endpoint_enable(
+    request: HttpRequest, membership: Membership, endpoint_id: int
+) -> HttpResponse:
+    return _endpoint_set_active(request, membership, endpoint_id, active=True)
+
+
+@team_view(roles=MANAGERS)
+@require_POST
+def webhook_delivery_resend(
+    request: HttpRequest, membership: Membership, delivery_id: int
+) -> HttpResponse:
+    delivery = selectors.webhook_delivery_get(team=membership.team, delivery_id=delivery_id)
+    if delivery is None:
+        raise Http404("No such delivery.")
+    try:
+        services.webhook_delivery_resend(
+            delivery=delivery, actor=request.user, ip=client_ip(request)
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Event {delivery.event.event_id} queued to send again.")
+    return redirect("accounts:webhooks", slug=membership.team.slug)
+
+
+# ---- audit log -------------------------------------------------------------------------------
+
+AUDIT_PAGE_SIZE = 50
+
+
+@team_view(roles=AUDITORS)
+@read_page
+def audit_list(request: HttpRequest, membership: Membership) -> HttpResponse:
+    entries = selectors.audit_entry_list(team=membership.team)
+    page = Paginator(entries, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    for entry in page.object_list:  # shown as JSON, as the API returns them
+        entry.before_json = json.dumps(entry.before) if entry.before is not None else ""
+        entry.after_json = json.dumps(entry.after) if entry.after is not None else ""
+    return render(request, "accounts/audit.html", page_context(membership, page=page))

@@ -4,6 +4,7 @@ import logging
 
 from celery import shared_task
 
+from ledger.services.cycles import cycles_renew_due
 from ledger.services.reconcile import reconcile_run
 from ledger.services.usage import usage_rerate
 
@@ -21,3 +22,8 @@ def reconcile_nightly() -> int:
     for drift in report.drifts:
         logger.error("ledger drift: %s", drift)
     return len(report.drifts)
+
+
+@shared_task(acks_late=True)
+def renew_cycles() -> int:
+    return cycles_renew_due()

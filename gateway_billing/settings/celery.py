@@ -22,4 +22,9 @@ CELERY_BEAT_SCHEDULE: dict = {
         "schedule": crontab(hour=3, minute=17),
     },
     "rerate-unrated": {"task": "ledger.tasks.rerate_unrated", "schedule": 300.0},
+    # Billing cycles that ended: advance, apply pending downgrades, grant, expire.
+    # Every minute: usage between a cycle's end and its renewal finds no monthly lot.
+    "renew-cycles": {"task": "ledger.tasks.renew_cycles", "schedule": 60.0},
+    # The outbox safety net and the webhook retry scheduler.
+    "dispatch-outbox": {"task": "accounts.tasks.dispatch_outbox", "schedule": 60.0},
 }

@@ -11,7 +11,7 @@ from django.db import transaction
 from accounts.models import Plan, Team
 from gateway_billing.errors import ApplicationError
 from ledger.models import EntryKind, LedgerEntry, LotSource
-from pricing.money import NANO
+from pricing.money import NANO, format_credits
 
 from .book import Book
 
@@ -125,8 +125,17 @@ def ledger_adjust(
             "The amount must not be zero.",
             fields={"amount": ["Must not be zero."]},
         )
+    # accounts.services imports this module: import the audit log when it is needed.
+    from accounts.services.audit import audit_record
+
+    book = Book.open(team.id)  # the lock first: a double submit waits here, then sees ours
+    existing = _already(reference)
+    if existing is not None:
+        book.close()
+        return existing
     if amount_nano > 0:
-        return credits_grant(
+        book.close()  # expiries found while open land first; the grant reopens under our lock
+        entry = credits_grant(
             team_id=team.id,
             kind=kind,
             source=LotSource.ADJUSTMENT,
@@ -135,15 +144,19 @@ def ledger_adjust(
             author_id=author.pk,
             reason=reason,
         )
-    book = Book.open(team.id)
-    existing = _already(reference)
-    if existing is not None:
+    else:
+        allocations = book.spend(-amount_nano, prefer_lot=prefer_lot)
+        book.post(kind, amount_nano, allocations, reference, author_id=author.pk, reason=reason)
         book.close()
-        return existing
-    allocations = book.spend(-amount_nano, prefer_lot=prefer_lot)
-    book.post(kind, amount_nano, allocations, reference, author_id=author.pk, reason=reason)
-    book.close()
-    return LedgerEntry.objects.get(reference=reference)
+        entry = LedgerEntry.objects.get(reference=reference)
+    audit_record(
+        actor=author,
+        team=team,
+        action=f"ledger.{kind}",
+        target=f"ledger_entry:{entry.pk} {reference}",
+        after={"amount": format_credits(amount_nano), "kind": kind, "reason": reason},
+    )
+    return entry
 
 
 @transaction.atomic

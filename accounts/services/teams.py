@@ -1,4 +1,5 @@
-"""Every write of the accounts app: teams, members, invitations, projects, API keys.
+"""Teams, members, invitations, projects, API keys. Changes to who can do what (roles,
+invitations, keys) are written to the audit log in the same transaction.
 
 Flows that check a team-wide rule (the last owner, the plan's member limit) lock the team row
 first, so two concurrent requests cannot both pass the check, and always in the same order.
@@ -22,9 +23,9 @@ from django.utils.text import slugify
 from gateway_billing.errors import ApplicationError
 from ledger.services.credits import plan_cycle_grant
 
-from .authentication import key_cache_key
-from .keys import hash_secret, new_api_key, new_token
-from .models import (
+from ..authentication import key_cache_key
+from ..keys import hash_secret, new_api_key, new_token
+from ..models import (
     ALL_SCOPES,
     ApiKey,
     Invitation,
@@ -35,6 +36,7 @@ from .models import (
     Subscription,
     Team,
 )
+from .audit import audit_record
 
 User = get_user_model()
 INVITATION_DAYS = 7
@@ -175,6 +177,7 @@ def api_key_create(
     project: Project | None = None,
     member: Membership | None = None,
     created_by: User | None = None,
+    ip: str | None = None,
 ) -> CreatedKey:
     if project is not None and project.team_id != team.id:
         raise ApplicationError("not_found", "No such project.", status_code=404)
@@ -191,11 +194,23 @@ def api_key_create(
         scopes=_validate_scopes(scopes),
         created_by=created_by,
     )
+    audit_record(
+        actor=created_by,
+        team=team,
+        action="api_key.create",
+        target=f"api_key:{key.prefix}",
+        after={
+            "name": key.name,
+            "scopes": key.scopes,
+            "project": project.slug if project else None,
+        },
+        ip=ip,
+    )
     return CreatedKey(key=key, secret=raw)
 
 
 @transaction.atomic
-def api_key_revoke(*, key: ApiKey) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, actor: User | None = None, ip: str | None = None) -> ApiKey:
     """Revoke a key; its next request is refused. The cached lookup is dropped now and again
     after commit, so a request that re-cached the key in between cannot keep it alive."""
     locked = ApiKey.objects.select_for_update().get(pk=key.pk)
@@ -205,6 +220,15 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
         cache_key = key_cache_key(locked.key_hash)
         cache.delete(cache_key)
         transaction.on_commit(lambda: cache.delete(cache_key))
+        audit_record(
+            actor=actor,
+            team=locked.team,
+            action="api_key.revoke",
+            target=f"api_key:{locked.prefix}",
+            before={"revoked": False},
+            after={"revoked": True},
+            ip=ip,
+        )
     key.revoked_at = locked.revoked_at
     return key
 
@@ -232,7 +256,7 @@ def _check_member_limit(team: Team, *, pending_invitations: bool) -> None:
 
 @transaction.atomic
 def invitation_create(
-    *, team: Team, email: str, role: str, invited_by: User
+    *, team: Team, email: str, role: str, invited_by: User, ip: str | None = None
 ) -> tuple[Invitation, str]:
     """Invite an email to the team (owners and admins; only owners invite owners). Returns
     the invitation and its one-time token; the email leaves after commit. A new invitation to
@@ -268,6 +292,14 @@ def invitation_create(
         invited_by=invited_by,
         expires_at=now + timedelta(days=INVITATION_DAYS),
     )
+    audit_record(
+        actor=invited_by,
+        team=team,
+        action="invitation.create",
+        target=f"invitation:{invitation.pk} {email}",
+        after={"email": email, "role": role},
+        ip=ip,
+    )
     url = settings.SITE_URL.rstrip("/") + reverse("accounts:invitation", args=[raw])
     inviter = invited_by.email or invited_by.username
     transaction.on_commit(
@@ -283,20 +315,29 @@ def invitation_create(
 
 
 @transaction.atomic
-def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
+def invitation_revoke(*, invitation: Invitation, actor: User, ip: str | None = None) -> Invitation:
     if _role_of(invitation.team, actor) not in MANAGER_ROLES:
         raise ApplicationError(
             "forbidden", "Only owners and admins revoke invitations.", status_code=403
         )
-    Invitation.objects.filter(
+    revoked = Invitation.objects.filter(
         pk=invitation.pk, accepted_at__isnull=True, revoked_at__isnull=True
     ).update(revoked_at=timezone.now())
+    if revoked:
+        audit_record(
+            actor=actor,
+            team=invitation.team,
+            action="invitation.revoke",
+            target=f"invitation:{invitation.pk} {invitation.email}",
+            before={"email": invitation.email, "role": invitation.role},
+            ip=ip,
+        )
     invitation.refresh_from_db(fields=["revoked_at", "accepted_at"])
     return invitation
 
 
 @transaction.atomic
-def invitation_accept(*, token: str, user: User) -> Membership:
+def invitation_accept(*, token: str, user: User, ip: str | None = None) -> Membership:
     invalid = ApplicationError(
         "invitation_invalid", "This invitation is unknown, used or expired.", status_code=404
     )
@@ -323,11 +364,21 @@ def invitation_accept(*, token: str, user: User) -> Membership:
         membership = Membership.objects.create(team=team, user=user, role=invitation.role)
     invitation.accepted_at = timezone.now()
     invitation.save(update_fields=["accepted_at"])
+    audit_record(
+        actor=user,
+        team=team,
+        action="invitation.accept",
+        target=f"invitation:{invitation.pk} {invitation.email}",
+        after={"member": invitation.email, "role": membership.role},
+        ip=ip,
+    )
     return membership
 
 
 @transaction.atomic
-def membership_role_change(*, membership: Membership, role: str, actor: User) -> Membership:
+def membership_role_change(
+    *, membership: Membership, role: str, actor: User, ip: str | None = None
+) -> Membership:
     """Owners change roles; a team always keeps at least one owner."""
     _lock_team(membership.team_id)
     if not _is_owner(membership.team, actor):
@@ -346,6 +397,16 @@ def membership_role_change(*, membership: Membership, role: str, actor: User) ->
                 fields={"role": ["The last owner cannot be demoted."]},
             )
     if locked.role != role:
+        before = locked.role
         locked.role = role
         locked.save(update_fields=["role"])
+        audit_record(
+            actor=actor,
+            team=locked.team,
+            action="membership.role_change",
+            target=f"membership:{locked.pk} {locked.user.email or locked.user.username}",
+            before={"role": before},
+            after={"role": role},
+            ip=ip,
+        )
     return locked
