@@ -34,6 +34,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.authentication import team_keys_forget
 from accounts.models import Membership, Plan, Role, Subscription, Team
 from accounts.services import audit_record, cycle_bounds
 from gateway_billing.errors import ApplicationError
@@ -67,6 +68,11 @@ def _lock_subscription(**lookup) -> Subscription:
     )
 
 
+def _plan_changed(team_id: int) -> None:
+    """The team's keys carry its plan (the gate's limits): drop them after commit."""
+    transaction.on_commit(lambda: team_keys_forget(team_id))
+
+
 def _renew_locked(subscription: Subscription, now: datetime) -> Renewal:
     expired = lots_expire_due(team_id=subscription.team_id)
     start, end = subscription.current_cycle_start, subscription.current_cycle_end
@@ -89,6 +95,8 @@ def _renew_locked(subscription: Subscription, now: datetime) -> Renewal:
     subscription.save(
         update_fields=["plan", "pending_plan", "current_cycle_start", "current_cycle_end"]
     )
+    if downgraded_from is not None:
+        _plan_changed(subscription.team_id)
     entry = plan_cycle_grant(
         team=subscription.team, plan=subscription.plan, cycle_start=start, cycle_end=end
     )
@@ -216,6 +224,8 @@ def subscription_change_plan(
             now=now,
         )
     subscription.save(update_fields=["plan", "pending_plan"])
+    if effective == "now":
+        _plan_changed(team.pk)
     if granted:
         credits_grant(
             team_id=team.pk,

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework import status
 
+from accounts.services import price_change_publish
 from gateway_billing.errors import ApplicationError
 
 from ..csv_io import PriceValueError, parse_price_value
@@ -202,4 +203,5 @@ def price_version_create(
         **values,
     )
     catalog_version_bump()
+    price_change_publish(price=price, actor=author)  # audit entry + price.changed events
     return price

@@ -400,7 +400,7 @@ def test_price_change_reaches_subscribed_teams_and_is_audited_globally(
     assert data["model"] == price.model.name and data["version"] == price.pk
     assert data["usd"]["input_per_1m"] == format_usd(price.input_per_1m)
     assert isinstance(data["usd"]["input_per_1m"], str)
-    audit = AuditEntry.objects.get(action="price.version_create")
+    audit = AuditEntry.objects.get(action="price.version_create", actor=author)
     assert audit.team is None and audit.actor == author
 
 
@@ -517,3 +517,16 @@ def test_the_stored_payload_renders_to_stable_bytes(team, endpoint):
     stored = OutboxEvent.objects.get(pk=event.pk)  # jsonb reorders keys
     assert event_body(stored) == event_body(event)
     assert orjson.loads(event_body(stored))["data"] == {"a": {"b": "3", "y": "2"}, "z": "1"}
+
+
+def test_a_new_price_version_is_published_by_the_pricing_service(team, endpoint, staff_price):
+    from pricing.services import price_version_create
+
+    price, author = staff_price
+    new = price_version_create(
+        model=price.model, effective_from=timezone.now() + timedelta(days=1), author=author,
+        input_per_1m="9.99", output_per_1m="19.99",
+    )  # fmt: skip
+    assert AuditEntry.objects.filter(action="price.version_create", actor=author).count() == 1
+    event = OutboxEvent.objects.get(team=team, type="price.changed")
+    assert event.payload["data"]["version"] == new.pk

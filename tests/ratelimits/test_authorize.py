@@ -255,3 +255,17 @@ def test_an_admin_edit_of_a_limit_reaches_the_gate(team_factory, key_client, cli
     refused = authorize(api, estimated_input_tokens=1, max_output_tokens=1)
     assert refused.status_code == 429  # the 1,500 tokens held earlier exceed the new limit
     assert refused.json()["error"]["tpm"] == {"limit": 1234, "used": 1500}
+
+
+def test_an_upgrade_raises_the_limit_at_once(
+    team_factory, key_client, django_capture_on_commit_callbacks
+):
+    from ledger.services.cycles import subscription_change_plan
+
+    team = team_factory(plan="free")
+    api = key_client(team)
+    assert authorize(api).json()["tpm"]["limit"] == 18_000  # the key's principal is now cached
+    owner = team.memberships.get(role="owner").user
+    with django_capture_on_commit_callbacks(execute=True):
+        subscription_change_plan(team=team, plan=Plan.objects.get(code="pro"), actor=owner)
+    assert authorize(api).json()["tpm"]["limit"] == 180_000
