@@ -244,6 +244,16 @@ class RedisGate:
         args = [now_ms, request_id, tokens, member, WINDOW_MS, event_ms, "1" if recount else "0"]
         return bool(self._settle(keys=keys, args=args))
 
+    def settle_many(self, *, team_id: int, items: list[dict], now_ms: int) -> None:
+        """Settle a batch in one round trip (a pipeline of the settle script)."""
+        pipe = self.client.pipeline(transaction=False)
+        for item in items:
+            keys = self._team_keys(team_id)[1:] + self._window_keys(team_id, item["model_id"])
+            args = [now_ms, item["request_id"], item["tokens"], item["member"], WINDOW_MS,
+                    item["event_ms"], "1"]  # fmt: skip
+            self._settle(keys=keys, args=args, client=pipe)
+        pipe.execute()
+
     def hold_get(self, *, team_id: int, request_id: str) -> Hold | None:
         record = self.client.hget(self._team_keys(team_id)[2], request_id)
         return _parse_hold(record.decode()) if record else None
@@ -349,6 +359,10 @@ class LocalGate:
             if recount and event_ms > cutoff and tokens > 0:
                 window.setdefault(f"{member}|{tokens}", (event_ms, tokens))
             return False
+
+    def settle_many(self, *, team_id: int, items: list[dict], now_ms: int) -> None:
+        for item in items:
+            self.settle(team_id=team_id, now_ms=now_ms, **item)
 
     def hold_get(self, *, team_id: int, request_id: str) -> Hold | None:
         with self._lock:

@@ -260,14 +260,27 @@ def on_book_commit(team_id: int, balance_nano: int, version: int) -> None:
 
 
 def on_usage_commit(team_id: int, results: list) -> None:
-    """Settle holds (actual amounts replace the estimate) and count tokens in the window."""
-    now_ms = _now_ms(None)
+    """Settle holds (actual amounts replace the estimate) and count tokens in the window, in
+    one round trip. Usage without a request_id is summed per model into one window member per
+    batch, timed at its latest event (it then leaves the window last: never early)."""
+    items: list[dict] = []
+    plain: dict[int, dict] = {}
+    for r in results:
+        tokens = tpm_tokens(provider=r.provider, tokens=r.tokens)
+        event_ms = _now_ms(r.occurred_at)
+        if r.request_id:
+            items.append({"model_id": r.model_id, "request_id": r.request_id, "tokens": tokens,
+                          "member": f"u:{r.usage_event_id}", "event_ms": event_ms})  # fmt: skip
+            continue
+        group = plain.setdefault(
+            r.model_id, {"tokens": 0, "event_ms": 0, "first": r.usage_event_id}
+        )
+        group["tokens"] += tokens
+        group["event_ms"] = max(group["event_ms"], event_ms)
+    for model_id, group in plain.items():
+        items.append({"model_id": model_id, "request_id": "", "tokens": group["tokens"],
+                      "member": f"u:{group['first']}:{model_id}", "event_ms": group["event_ms"]})  # fmt: skip
     try:
-        for r in results:
-            gate().settle(
-                team_id=team_id, model_id=r.model_id, request_id=r.request_id,
-                tokens=tpm_tokens(provider=r.provider, tokens=r.tokens),
-                member=f"u:{r.usage_event_id}", event_ms=_now_ms(r.occurred_at), now_ms=now_ms,
-            )  # fmt: skip
+        gate().settle_many(team_id=team_id, items=items, now_ms=_now_ms(None))
     except Exception:  # usage is recorded regardless; holds then expire on their own
         logger.warning("gate: usage not settled", exc_info=True)
