@@ -12,6 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from gateway_billing.permissions import session_membership
+
 from . import selectors
 from .authentication import ApiPrincipal
 from .decorators import AUDITORS
@@ -74,19 +76,7 @@ def audit_membership(request: Request) -> Membership:
         )
     if user is None or not getattr(user, "is_authenticated", False):
         raise exceptions.NotAuthenticated("Log in as an owner or finance member of the team.")
-    memberships = Membership.objects.filter(user=user).select_related("team")
-    slug = request.query_params.get("team")
-    if slug:
-        membership = memberships.filter(team__slug=slug).first()
-    else:
-        found = list(memberships[:2])
-        if len(found) > 1:
-            raise exceptions.ValidationError(
-                {"team": ["You belong to several teams: pass ?team=<slug>."]}
-            )
-        membership = found[0] if found else None
-    if membership is None:
-        raise exceptions.NotFound("No such team.")
+    membership = session_membership(request)
     if membership.role not in AUDITORS:
         raise exceptions.PermissionDenied("The audit log is for the team's owners and finance.")
     return membership

@@ -28,6 +28,25 @@ class TeamContext:
     role: str | None = None
 
 
+def session_membership(request: Request) -> Membership:
+    """A logged-in user's membership of the team named by ?team=<slug> (or their only team);
+    a team they do not belong to is a 404."""
+    memberships = Membership.objects.filter(user=request.user).select_related("team")
+    slug = request.query_params.get("team")
+    if slug:
+        membership = memberships.filter(team__slug=slug).first()
+    else:
+        found = list(memberships[:2])
+        if len(found) > 1:
+            raise exceptions.ValidationError(
+                {"team": ["You belong to several teams: pass ?team=<slug>."]}
+            )
+        membership = found[0] if found else None
+    if membership is None:
+        raise exceptions.NotFound("No such team.")
+    return membership
+
+
 def team_context(request: Request, *, scope: str) -> TeamContext:
     """The caller's team for an operation needing `scope`, or a 401/403/404."""
     user = request.user
@@ -46,19 +65,7 @@ def team_context(request: Request, *, scope: str) -> TeamContext:
         raise exceptions.NotAuthenticated("Send an API key as `Authorization: Bearer <key>`.")
     if scope not in SESSION_SCOPES:
         raise exceptions.PermissionDenied(f"`{scope}` needs an API key, not a browser session.")
-    memberships = Membership.objects.filter(user=user).select_related("team")
-    slug = request.query_params.get("team")
-    if slug:
-        membership = memberships.filter(team__slug=slug).first()
-    else:
-        found = list(memberships[:2])
-        if len(found) > 1:
-            raise exceptions.ValidationError(
-                {"team": ["You belong to several teams: pass ?team=<slug>."]}
-            )
-        membership = found[0] if found else None
-    if membership is None:
-        raise exceptions.NotFound("No such team.")
+    membership = session_membership(request)
     return TeamContext(
         team_id=membership.team_id,
         member_id=membership.id,
