@@ -295,3 +295,20 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target}"
+
+
+class Notification(models.Model):
+    """An in-app notice for a team's members (usage and balance alerts)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=40)
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["team", "-id"], name="notification_team_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.team_id}: {self.title}"

@@ -10,12 +10,16 @@ from django.contrib.auth import get_user_model
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from ledger.models import TeamBalance
+from pricing.money import format_credits
+
 from .keys import hash_secret
 from .models import (
     ApiKey,
     AuditEntry,
     Invitation,
     Membership,
+    Notification,
     Plan,
     Project,
     Team,
@@ -185,3 +189,15 @@ def audit_entry_list(*, team: Team, action: str | None = None) -> QuerySet[Audit
     if action:
         entries = entries.filter(action=action)
     return entries
+
+
+def notification_list(*, team: Team, limit: int = 10) -> list[Notification]:
+    return list(Notification.objects.filter(team=team)[:limit])
+
+
+def balance_low_threshold(*, team: Team) -> str | None:
+    """The team's balance-alert threshold in credits, or None when the alert is off."""
+    nano = (
+        TeamBalance.objects.filter(team=team).values_list("low_threshold_nano", flat=True).first()
+    )
+    return None if nano is None else format_credits(nano)

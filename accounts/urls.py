@@ -15,6 +15,7 @@ urlpatterns = [
     path("teams/new/", views.team_create, name="team_create"),
     path("invitations/<str:token>/", views.invitation_detail, name="invitation"),
     path("t/<slug:slug>/", views.team_dashboard, name="team"),
+    path("t/<slug:slug>/alerts/balance/", views.balance_alert_set, name="balance_alert"),
     path("t/<slug:slug>/members/", views.member_list, name="members"),
     path("t/<slug:slug>/members/invite/", views.invitation_create, name="invite"),
     path(

@@ -22,8 +22,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from gateway_billing.errors import ApplicationError
+from ledger.services.alerts import balance_low_threshold_set
 from ledger.services.cycles import subscription_change_plan
-from pricing.money import cents_to_usd, format_usd
+from pricing.money import MoneyError, cents_to_usd, format_usd, parse_credits
 
 from . import selectors, services
 from .decorators import AUDITORS, MANAGERS, OWNERS, page_context, team_view
@@ -123,7 +124,34 @@ def team_create(request: HttpRequest) -> HttpResponse:
 @team_view()
 def team_dashboard(request: HttpRequest, membership: Membership) -> HttpResponse:
     summary = selectors.team_summary(team=membership.team)
-    return render(request, "accounts/team.html", page_context(membership, summary=summary))
+    context = page_context(
+        membership,
+        summary=summary,
+        notifications=selectors.notification_list(team=membership.team),
+        low_threshold=selectors.balance_low_threshold(team=membership.team),
+    )
+    return render(request, "accounts/team.html", context)
+
+
+@team_view(roles=MANAGERS)
+@require_POST
+def balance_alert_set(request: HttpRequest, membership: Membership) -> HttpResponse:
+    raw = request.POST.get("threshold", "").strip()
+    try:
+        threshold = parse_credits(raw, field="Threshold") if raw else None
+        if threshold is not None and threshold < 0:
+            raise MoneyError("Threshold must not be negative.")
+    except MoneyError as exc:
+        messages.error(request, str(exc))
+    else:
+        balance_low_threshold_set(team_id=membership.team_id, threshold_nano=threshold)
+        messages.success(
+            request,
+            "Balance alert switched off."
+            if threshold is None
+            else f"You will be alerted when the balance drops below {raw} credits.",
+        )
+    return redirect("accounts:team", slug=membership.team.slug)
 
 
 # ---- members and invitations -----------------------------------------------------------------

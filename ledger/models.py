@@ -174,6 +174,8 @@ class TeamBalance(models.Model):
     overdraft_nano = models.BigIntegerField(default=0, help_text="Spent beyond every lot")
     # +1 on every write: lets caches of the balance (the gate) keep only the newest value.
     version = models.BigIntegerField(default=0)
+    # The team's "balance low" alert fires when a debit takes the balance below this.
+    low_threshold_nano = models.BigIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

@@ -132,6 +132,9 @@ class Book:
         self.now = now
         self.entries: list[EntryDraft] = []
         self.version = 0
+        self.low_threshold: int | None = None
+        self.opened_balance = balance
+        self.opened_remaining: dict[int, int] = {}
         self.retired: list[LiveLot] = []  # expired lots: off the spend list, still to be written
 
     # ---- opening: lock, load, expire -------------------------------------------------------
@@ -142,8 +145,8 @@ class Book:
         lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
         with connection.cursor() as cursor:
             select = (
-                "SELECT balance_nano, overdraft_nano, version FROM ledger_teambalance "
-                "WHERE team_id = %s"
+                "SELECT balance_nano, overdraft_nano, version, low_threshold_nano "
+                "FROM ledger_teambalance WHERE team_id = %s"
             )
             cursor.execute(select + lock, [team_id])
             row = cursor.fetchone()
@@ -162,8 +165,10 @@ class Book:
             )
             lots = [LiveLot(*r[:5], _aware(r[5]), _aware(r[6])) for r in cursor.fetchall()]
         book = cls(team_id, row[0], row[1], lots, now)
-        book.version = row[2]
+        book.version, book.low_threshold = row[2], row[3]
         book.expire_due()
+        book.opened_balance = book.balance
+        book.opened_remaining = {lot.id: lot.remaining for lot in book.lots}
         return book
 
     def expire_due(self) -> None:
@@ -243,6 +248,22 @@ class Book:
         if payoff:
             allocations.append({"overdraft": -payoff})
         return lot, allocations
+
+    def plan_consumption(self) -> list[tuple[datetime, int, int, int]]:
+        """Per cycle (plan lots sharing an expiry) touched since the book opened:
+        (cycle end, allotment, consumed when opened, consumed now), in nano-credits."""
+        cycles: dict[datetime, list[int]] = {}
+        for lot in self.lots:
+            if lot.source != LotSource.PLAN or lot.expires_at is None:
+                continue
+            opened = self.opened_remaining.get(lot.id, lot.amount)
+            row = cycles.setdefault(lot.expires_at, [0, 0, 0])
+            row[0] += lot.amount
+            row[1] += lot.amount - opened
+            row[2] += lot.amount - lot.remaining
+        return [
+            (end, a, before, after) for end, (a, before, after) in cycles.items() if after > before
+        ]
 
     def buckets(self) -> dict[str, int]:
         split = dict.fromkeys(BUCKETS, 0)

@@ -28,6 +28,7 @@ from ledger.models import EntryKind, LedgerEntry, UsageEvent, UsageState
 from pricing.rating import UnpricedUsage, Usage, rate
 from pricing.selectors import PriceBook, model_suggestions, price_book
 
+from .alerts import alerts_after_debit
 from .book import Book
 
 MAX_BATCH = 1000
@@ -376,6 +377,7 @@ def usage_record(
                 )
                 result.balance = {"total": entry.balance_after, **entry.buckets_after}
         if book is not None:
+            alerts_after_debit(book=book)
             book.close()
         if created and after_usage_commit:
             team_id = ctx.team_id
