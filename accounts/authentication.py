@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.core.cache import cache
 from django.utils import timezone
 from rest_framework import authentication, exceptions
+
+from ledger.models import Budget
 
 from .keys import hash_secret
 from .models import ApiKey
@@ -36,6 +39,10 @@ class ApiPrincipal:
     member_id: int | None
     scopes: frozenset[str]
     plan_id: int | None = None  # the team's plan, for the gate's limits
+    # The team's hard-capped budgets as plain dicts (the gate checks them without a query) and
+    # the start of its billing cycle (the period of cycle budgets).
+    budgets: tuple = ()
+    cycle_start: datetime | None = None
     is_authenticated: bool = True
     is_staff: bool = False
 
@@ -47,12 +54,28 @@ class ApiPrincipal:
 def _load(key_hash: str) -> ApiPrincipal | None:
     row = (
         ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True)
-        .values("id", "team_id", "project_id", "member_id", "scopes", "team__subscription__plan_id")
+        .values(
+            "id",
+            "team_id",
+            "project_id",
+            "member_id",
+            "scopes",
+            "team__subscription__plan_id",
+            "team__subscription__current_cycle_start",
+        )
         .first()
     )
     if row is None:
         return None
+    budgets = tuple(
+        Budget.objects.filter(team_id=row["team_id"], hard_cap=True).values(
+            "id", "name", "scope", "project_id", "project__slug", "member_id", "api_key_id",
+            "period", "limit_nano", "team__time_zone",
+        )
+    )  # fmt: skip
     return ApiPrincipal(
+        budgets=budgets,
+        cycle_start=row["team__subscription__current_cycle_start"],
         key_id=row["id"],
         team_id=row["team_id"],
         project_id=row["project_id"],

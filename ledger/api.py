@@ -12,21 +12,24 @@ from typing import Any
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import ApiPrincipal
+from accounts.models import Membership, Project, Role
 from gateway_billing.errors import ApplicationError, ErrorSerializer
-from gateway_billing.permissions import team_context
+from gateway_billing.permissions import session_membership, team_context
 from ledger import selectors
 from ledger.ingest.formats import FORMATS
 from ledger.ingest.validate import UNIT_FIELDS
-from ledger.models import EntryKind
+from ledger.models import Budget, BudgetPeriod, BudgetScope, EntryKind
+from ledger.services.budgets import budget_create, budget_delete, budget_update
 from ledger.services.usage import MAX_BATCH, EventResult, usage_record
 from pricing.models import TOKEN_PRICE_FIELDS, UNIT_PRICE_FIELDS
-from pricing.money import format_credits, format_usd
+from pricing.money import MoneyError, format_credits, format_usd, parse_credits
 from pricing.selectors import PriceBook, price_book
 
 # ---- rendering -----------------------------------------------------------------------------
@@ -341,3 +344,137 @@ class UsageSummaryApi(APIView):
         return Response(
             {"from": q["start"], "to": q["end"], "group_by": q["group_by"], "groups": rendered}
         )
+
+
+# ---- budgets ---------------------------------------------------------------------------------
+
+
+class BudgetInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=120)
+    scope = serializers.ChoiceField(choices=BudgetScope.values)
+    project = serializers.SlugField(required=False, allow_null=True, help_text="project slug")
+    member = serializers.IntegerField(required=False, allow_null=True, help_text="membership id")
+    api_key = serializers.IntegerField(required=False, allow_null=True, help_text="API key id")
+    period = serializers.ChoiceField(choices=BudgetPeriod.values)
+    limit = serializers.JSONField(help_text='Credits as a decimal string, e.g. "250"')
+    thresholds = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=100),
+                                       required=False)  # fmt: skip
+    hard_cap = serializers.BooleanField(required=False)
+
+    def validate_limit(self, value: object) -> int:
+        try:
+            amount = parse_credits(value, field="limit")
+        except MoneyError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        if amount <= 0:
+            raise serializers.ValidationError("limit must be a positive number of credits.")
+        return amount
+
+
+def render_budget(row: dict) -> dict:
+    b = row["budget"]
+    return {
+        "id": b.id, "name": b.name, "scope": b.scope,
+        "project": b.project.slug if b.project_id else None,
+        "member": b.member_id, "api_key": b.api_key_id, "period": b.period,
+        "limit": format_credits(b.limit_nano), "thresholds": b.thresholds, "hard_cap": b.hard_cap,
+        "period_start": row["period_start"], "spent": format_credits(row["spent"]),
+        "remaining": format_credits(b.limit_nano - row["spent"]),
+    }  # fmt: skip
+
+
+def _manager(request: Request) -> Membership:
+    """Budgets are changed by an owner or admin through a logged-in session."""
+    if isinstance(request.user, ApiPrincipal):
+        raise exceptions.PermissionDenied(
+            "Budgets are changed by a team owner or admin, logged in."
+        )
+    if not getattr(request.user, "is_authenticated", False):
+        raise exceptions.NotAuthenticated("Log in as an owner or admin of the team.")
+    membership = session_membership(request)
+    if membership.role not in (Role.OWNER, Role.ADMIN):
+        raise exceptions.PermissionDenied("Only the team's owners and admins change budgets.")
+    return membership
+
+
+def _targets(team_id: int, data: dict) -> dict:
+    values = dict(data)
+    if values.get("limit") is not None:
+        values["limit_nano"] = values.pop("limit")
+    if values.get("project"):
+        project = Project.objects.filter(team_id=team_id, slug=values["project"]).first()
+        if project is None:
+            raise ApplicationError("not_found", "No such project in this team.",
+                                   fields={"project": ["Not found."]}, status_code=404)  # fmt: skip
+        values["project"] = project
+    return values
+
+
+def _budget_of(team_id: int, budget_id: int) -> Budget:
+    budget = (
+        Budget.objects.select_related("team", "project")
+        .filter(team_id=team_id, pk=budget_id)
+        .first()
+    )
+    if budget is None:
+        raise exceptions.NotFound("No such budget in your team.")
+    return budget
+
+
+class BudgetListApi(APIView):
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT}, summary="The team's budgets and their spend"
+    )
+    def get(self, request: Request) -> Response:
+        ctx = team_context(request, scope="usage:read")
+        return Response(
+            {"budgets": [render_budget(r) for r in selectors.budget_list(team_id=ctx.team_id)]}
+        )
+
+    @extend_schema(request=BudgetInputSerializer, responses={201: OpenApiTypes.OBJECT},
+                   summary="Create a budget (owners and admins, logged in)")  # fmt: skip
+    def post(self, request: Request) -> Response:
+        membership = _manager(request)
+        serializer = BudgetInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        budget = budget_create(team=membership.team, actor=request.user,
+                               **_targets(membership.team_id, serializer.validated_data))  # fmt: skip
+        row = next(
+            r
+            for r in selectors.budget_list(team_id=membership.team_id)
+            if r["budget"].id == budget.id
+        )
+        return Response(render_budget(row), status=201)
+
+
+class BudgetDetailApi(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="One budget and its spend")
+    def get(self, request: Request, budget_id: int) -> Response:
+        ctx = team_context(request, scope="usage:read")
+        _budget_of(ctx.team_id, budget_id)
+        row = next(
+            r for r in selectors.budget_list(team_id=ctx.team_id) if r["budget"].id == budget_id
+        )
+        return Response(render_budget(row))
+
+    @extend_schema(request=BudgetInputSerializer, responses={200: OpenApiTypes.OBJECT},
+                   summary="Change a budget (owners and admins, logged in)")  # fmt: skip
+    def patch(self, request: Request, budget_id: int) -> Response:
+        membership = _manager(request)
+        budget = _budget_of(membership.team_id, budget_id)
+        serializer = BudgetInputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        budget_update(budget=budget, actor=request.user,
+                      **_targets(membership.team_id, serializer.validated_data))  # fmt: skip
+        row = next(
+            r
+            for r in selectors.budget_list(team_id=membership.team_id)
+            if r["budget"].id == budget_id
+        )
+        return Response(render_budget(row))
+
+    @extend_schema(responses={204: None}, summary="Delete a budget (owners and admins, logged in)")
+    def delete(self, request: Request, budget_id: int) -> Response:
+        membership = _manager(request)
+        budget_delete(budget=_budget_of(membership.team_id, budget_id), actor=request.user)
+        return Response(status=204)

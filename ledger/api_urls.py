@@ -8,4 +8,6 @@ urlpatterns = [
     path("usage/summary", api.UsageSummaryApi.as_view(), name="usage-summary"),
     path("balance", api.BalanceGetApi.as_view(), name="balance"),
     path("ledger", api.LedgerListApi.as_view(), name="ledger"),
+    path("budgets", api.BudgetListApi.as_view(), name="budgets"),
+    path("budgets/<int:budget_id>", api.BudgetDetailApi.as_view(), name="budget"),
 ]

@@ -176,6 +176,8 @@ class TeamBalance(models.Model):
     version = models.BigIntegerField(default=0)
     # The team's "balance low" alert fires when a debit takes the balance below this.
     low_threshold_nano = models.BigIntegerField(null=True, blank=True)
+    # Whether the team has budgets: the ingest path skips them without a query when it has none.
+    has_budgets = models.BooleanField(default=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -241,3 +243,64 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount_nano} ({self.reference})"
+
+
+class BudgetScope(models.TextChoices):
+    TEAM = "team", "Team"
+    PROJECT = "project", "Project"
+    MEMBER = "member", "Member"
+    KEY = "key", "API key"
+
+
+class BudgetPeriod(models.TextChoices):
+    CYCLE = "cycle", "Billing cycle"
+    MONTH = "month", "Calendar month"
+    DAY = "day", "Day"
+
+
+class Budget(models.Model):
+    """A spending limit on a scope of the team, per period, with soft alert thresholds and an
+    optional hard cap (the authorize endpoint refuses a capped scope that is spent)."""
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=120)
+    scope = models.CharField(max_length=8, choices=BudgetScope.choices)
+    project = models.ForeignKey(
+        "accounts.Project", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    member = models.ForeignKey(
+        "accounts.Membership", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    period = models.CharField(max_length=8, choices=BudgetPeriod.choices)
+    limit_nano = models.BigIntegerField()
+    thresholds = models.JSONField(default=list, blank=True, help_text="Percentages, e.g. [50, 80]")
+    hard_cap = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["team"], name="budget_team_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.scope}, {self.period})"
+
+
+class BudgetSpend(models.Model):
+    """Credits spent in one period of one budget; moved by every usage event, under the team's
+    lock, in the transaction that bills it."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="spends")
+    period_start = models.DateTimeField()
+    spent_nano = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget", "period_start"], name="budgetspend_unique_period"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"budget {self.budget_id} from {self.period_start:%Y-%m-%d}: {self.spent_nano}"

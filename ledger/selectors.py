@@ -12,14 +12,18 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
+from accounts.models import Subscription
 from ledger.models import (
     BUCKET_OF_SOURCE,
+    Budget,
+    BudgetSpend,
     CreditLot,
     LedgerEntry,
     TeamBalance,
     UsageEvent,
     UsageState,
 )
+from ledger.services.budgets import period_start
 
 
 @dataclass(frozen=True)
@@ -185,3 +189,28 @@ def reconciliation_drifts(*, team_ids: list[int] | None = None) -> list[Drift]:
         if balance.overdraft_nano != expected:
             drifts.append(Drift(balance.team_id, "overdraft", expected, balance.overdraft_nano))
     return drifts
+
+
+def budget_list(*, team_id: int, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The team's budgets with the spend of their current period (two queries)."""
+    now = now or timezone.now()
+    budgets = list(Budget.objects.filter(team_id=team_id).select_related("team").order_by("id"))
+    cycle_start = (
+        Subscription.objects.filter(team_id=team_id)
+        .values_list("current_cycle_start", flat=True)
+        .first()
+    )
+    starts = {
+        b.id: period_start(
+            period=b.period, at=now, time_zone=b.team.time_zone, cycle_start=cycle_start
+        )
+        for b in budgets
+    }
+    spent = {
+        (budget_id, start): value
+        for budget_id, start, value in BudgetSpend.objects.filter(budget__team_id=team_id)
+        .filter(period_start__in=set(starts.values()))
+        .values_list("budget_id", "period_start", "spent_nano")
+    }
+    return [{"budget": b, "period_start": starts[b.id], "spent": spent.get((b.id, starts[b.id]), 0)}
+            for b in budgets]  # fmt: skip

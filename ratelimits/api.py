@@ -102,9 +102,11 @@ class AuthorizeApi(APIView):
     )
     def post(self, request: Request) -> Response:
         ctx = team_context(request, scope="authorize")
+        principal = request.user
         decision = services.authorize(
-            ctx=ctx, plan_id=request.user.plan_id, request=parse(request.data)
-        )
+            ctx=ctx, plan_id=principal.plan_id, request=parse(request.data),
+            budgets=principal.budgets, cycle_start=principal.cycle_start,
+        )  # fmt: skip
         return Response(decision.render())
 
 

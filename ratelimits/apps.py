@@ -7,11 +7,13 @@ class RatelimitsConfig(AppConfig):
 
     def ready(self) -> None:
         # The gate follows the ledger: balances after every commit, holds settled by usage.
-        from ledger.services import book, usage
+        from ledger.services import book, budgets, usage
 
         from . import services
 
         if services.on_book_commit not in book.after_book_commit:
             book.after_book_commit.append(services.on_book_commit)
+        if services.on_budget_commit not in budgets.after_budget_commit:
+            budgets.after_budget_commit.append(services.on_budget_commit)
         if services.on_usage_commit not in usage.after_usage_commit:
             usage.after_usage_commit.append(services.on_usage_commit)

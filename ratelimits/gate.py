@@ -187,6 +187,15 @@ return tonumber(redis.call('GET', KEYS[1]) or '0')
 )
 
 BALANCE_TTL_MS = 24 * 3600 * 1000
+BUDGET_TTL_MS = 40 * 24 * 3600 * 1000  # longer than any budget period
+
+# KEYS: spent.  ARGV: spent, ttl_ms.  Spend only grows within a period: keep the largest.
+_SET_MAX = """
+local v = redis.call('GET', KEYS[1])
+if v and tonumber(v) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 
 class RedisGate:
@@ -196,6 +205,7 @@ class RedisGate:
         self._settle = client.register_script(_SETTLE)
         self._set_balance = client.register_script(_SET_BALANCE)
         self._held = client.register_script(_HELD)
+        self._set_max = client.register_script(_SET_MAX)
 
     @staticmethod
     def _team_keys(team_id: int) -> list[str]:
@@ -263,6 +273,18 @@ class RedisGate:
             keys=self._team_keys(team_id)[:1], args=[balance, version, BALANCE_TTL_MS]
         )
 
+    @staticmethod
+    def _budget_key(team_id: int, budget_id: int, period_ms: int) -> str:
+        return f"gb:gate:{{{team_id}}}:budget:{budget_id}:{period_ms}"
+
+    def budget_spent(self, *, team_id: int, periods: list[tuple[int, int]]) -> list[int | None]:
+        keys = [self._budget_key(team_id, b, p) for b, p in periods]
+        return [None if v is None else int(v) for v in self.client.mget(keys)] if keys else []
+
+    def budget_spent_set(self, *, team_id: int, budget_id: int, period_ms: int, spent: int) -> None:
+        key = self._budget_key(team_id, budget_id, period_ms)
+        self._set_max(keys=[key], args=[spent, BUDGET_TTL_MS])
+
     def held(self, *, team_id: int, now_ms: int) -> int:
         return int(self._held(keys=self._team_keys(team_id)[1:4], args=[now_ms]))
 
@@ -280,6 +302,7 @@ class LocalGate:
         self.balances: dict[int, tuple[int, int]] = {}  # team -> (balance, version)
         self.holds: dict[int, dict[str, Hold]] = {}
         self.windows: dict[tuple[int, int], dict[str, tuple[int, int]]] = {}  # member -> (ms, n)
+        self.budgets: dict[tuple[int, int, int], int] = {}  # (team, budget, period) -> spent
 
     def _expire_holds(self, team_id: int, now_ms: int) -> dict[str, Hold]:
         holds = self.holds.setdefault(team_id, {})
@@ -373,6 +396,15 @@ class LocalGate:
             current = self.balances.get(team_id)
             if current is None or current[1] < version:
                 self.balances[team_id] = (balance, version)
+
+    def budget_spent(self, *, team_id: int, periods: list[tuple[int, int]]) -> list[int | None]:
+        with self._lock:
+            return [self.budgets.get((team_id, b, p)) for b, p in periods]
+
+    def budget_spent_set(self, *, team_id: int, budget_id: int, period_ms: int, spent: int) -> None:
+        with self._lock:
+            key = (team_id, budget_id, period_ms)
+            self.budgets[key] = max(spent, self.budgets.get(key, 0))
 
     def held(self, *, team_id: int, now_ms: int) -> int:
         with self._lock:

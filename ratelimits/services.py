@@ -25,7 +25,8 @@ from rest_framework import status
 
 from gateway_billing.errors import ApplicationError
 from gateway_billing.permissions import TeamContext
-from ledger.models import TeamBalance
+from ledger.models import BudgetSpend, TeamBalance
+from ledger.services.budgets import period_start
 from pricing.money import format_credits
 from pricing.rating import UnpricedUsage, Usage, rate
 from pricing.selectors import model_suggestions, price_book
@@ -83,6 +84,7 @@ class Decision:
     tpm_limit: int | None
     tpm_used: int
     degraded: bool = False
+    budgets: tuple = ()
 
     def render(self) -> dict:
         def credits(micro: int) -> str:
@@ -104,7 +106,7 @@ class Decision:
                 "held": credits(self.held_micro),
                 "spendable": credits(self.balance_micro - self.held_micro),
             },
-            "budgets": [],
+            "budgets": list(self.budgets),
             "degraded": self.degraded,
         }
 
@@ -120,8 +122,77 @@ def balance_cold_load(*, team_id: int) -> None:
     gate().set_balance(team_id=team_id, balance=balance // MICRO, version=version)
 
 
+def _budget_applies(budget: dict, ctx: TeamContext, project: str | None) -> bool:
+    scope = budget["scope"]
+    if scope == "team":
+        return True
+    if scope == "project":
+        return (ctx.project_id is not None and ctx.project_id == budget["project_id"]) or (
+            project is not None and project == budget["project__slug"]
+        )
+    if scope == "member":
+        return ctx.member_id is not None and ctx.member_id == budget["member_id"]
+    return ctx.key_id is not None and ctx.key_id == budget["api_key_id"]
+
+
+def _check_budgets(
+    *, ctx: TeamContext, budgets: tuple, cycle_start: datetime | None, project: str | None,
+    cost_nano: int, at: datetime,
+) -> tuple:  # fmt: skip
+    """Refuse when a hard-capped budget's committed spend plus this request's worst case would
+    pass its limit. Spend comes from the gate's mirror (the database when it is cold)."""
+    applicable = [b for b in budgets if _budget_applies(b, ctx, project)]
+    if not applicable:
+        return ()
+    starts = [
+        period_start(period=b["period"], at=at, time_zone=b["team__time_zone"],
+                     cycle_start=cycle_start)
+        for b in applicable
+    ]  # fmt: skip
+    periods = [
+        (b["id"], int(start.timestamp() * 1000))
+        for b, start in zip(applicable, starts, strict=True)
+    ]
+    spent = gate().budget_spent(team_id=ctx.team_id, periods=periods)
+    rendered = []
+    for b, start, (budget_id, period_ms), value in zip(
+        applicable, starts, periods, spent, strict=True
+    ):
+        if value is None:  # cold: the committed spend of that period, then mirrored
+            value = (
+                BudgetSpend.objects.filter(budget_id=budget_id, period_start=start)
+                .values_list("spent_nano", flat=True)
+                .first()
+                or 0
+            )
+            gate().budget_spent_set(team_id=ctx.team_id, budget_id=budget_id, period_ms=period_ms,
+                                    spent=value)  # fmt: skip
+        if value + cost_nano > b["limit_nano"]:
+            raise ApplicationError(
+                "budget_exceeded",
+                f"The {b['scope']} budget {b['name']!r} has {format_credits(max(b['limit_nano'] - value, 0))} "
+                f"of {format_credits(b['limit_nano'])} credits left this {b['period']}; this request may "
+                f"cost up to {format_credits(cost_nano)}.",
+                status_code=status.HTTP_402_PAYMENT_REQUIRED,
+                extra={"budget": {"id": b["id"], "name": b["name"], "scope": b["scope"],
+                                  "limit": format_credits(b["limit_nano"]),
+                                  "spent": format_credits(value)}},
+            )  # fmt: skip
+        rendered.append({"id": b["id"], "name": b["name"], "scope": b["scope"],
+                         "period": b["period"], "limit": format_credits(b["limit_nano"]),
+                         "spent": format_credits(value),
+                         "remaining": format_credits(b["limit_nano"] - value)})  # fmt: skip
+    return tuple(rendered)
+
+
 def authorize(
-    *, ctx: TeamContext, plan_id: int | None, request: AuthorizeRequest, now: datetime | None = None
+    *,
+    ctx: TeamContext,
+    plan_id: int | None,
+    request: AuthorizeRequest,
+    now: datetime | None = None,
+    budgets: tuple = (),
+    cycle_start: datetime | None = None,
 ) -> Decision:
     book = price_book()
     model = book.model(name=request.model)
@@ -151,6 +222,8 @@ def authorize(
             fields={"model": ["No price."]}, status_code=422,
         ) from None  # fmt: skip
     cost_micro = -(-cost.nano_credits // MICRO)  # rounded up: a hold never under-reserves
+    checked = _check_budgets(ctx=ctx, budgets=budgets, cycle_start=cycle_start,
+                             project=request.project, cost_nano=cost.nano_credits, at=at)  # fmt: skip
     tokens = request.estimated_input_tokens + request.max_output_tokens
     limit = tpm_limit(team_id=ctx.team_id, plan_id=plan_id, model_id=model.id)
     request_id = request.request_id or uuid.uuid4().hex
@@ -203,6 +276,7 @@ def authorize(
         held_micro=answer.held,
         tpm_limit=limit,
         tpm_used=answer.used,
+        budgets=checked,
     )
 
 
@@ -257,6 +331,15 @@ def on_book_commit(team_id: int, balance_nano: int, version: int) -> None:
         gate().set_balance(team_id=team_id, balance=balance_nano // MICRO, version=version)
     except Exception:  # the mirror is rebuilt from the database on the next cold read
         logger.warning("gate: balance mirror not updated", exc_info=True)
+
+
+def on_budget_commit(team_id: int, spends: list) -> None:
+    try:
+        for budget_id, start, spent in spends:
+            gate().budget_spent_set(team_id=team_id, budget_id=budget_id,
+                                    period_ms=int(start.timestamp() * 1000), spent=spent)  # fmt: skip
+    except Exception:  # rebuilt from the database on the next cold read
+        logger.warning("gate: budget mirror not updated", exc_info=True)
 
 
 def on_usage_commit(team_id: int, results: list) -> None:

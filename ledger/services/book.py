@@ -133,6 +133,7 @@ class Book:
         self.entries: list[EntryDraft] = []
         self.version = 0
         self.low_threshold: int | None = None
+        self.has_budgets = False
         self.opened_balance = balance
         self.opened_remaining: dict[int, int] = {}
         self.retired: list[LiveLot] = []  # expired lots: off the spend list, still to be written
@@ -145,7 +146,7 @@ class Book:
         lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
         with connection.cursor() as cursor:
             select = (
-                "SELECT balance_nano, overdraft_nano, version, low_threshold_nano "
+                "SELECT balance_nano, overdraft_nano, version, low_threshold_nano, has_budgets "
                 "FROM ledger_teambalance WHERE team_id = %s"
             )
             cursor.execute(select + lock, [team_id])
@@ -153,7 +154,8 @@ class Book:
             if row is None:
                 cursor.execute(
                     "INSERT INTO ledger_teambalance (team_id, balance_nano, overdraft_nano, version, "
-                    "updated_at) VALUES (%s, 0, 0, 0, %s) ON CONFLICT (team_id) DO NOTHING",
+                    "has_budgets, updated_at) VALUES (%s, 0, 0, 0, FALSE, %s) "
+                    "ON CONFLICT (team_id) DO NOTHING",
                     [team_id, connection.ops.adapt_datetimefield_value(now)],
                 )
                 cursor.execute(select + lock, [team_id])
@@ -165,7 +167,7 @@ class Book:
             )
             lots = [LiveLot(*r[:5], _aware(r[5]), _aware(r[6])) for r in cursor.fetchall()]
         book = cls(team_id, row[0], row[1], lots, now)
-        book.version, book.low_threshold = row[2], row[3]
+        book.version, book.low_threshold, book.has_budgets = row[2], row[3], bool(row[4])
         book.expire_due()
         book.opened_balance = book.balance
         book.opened_remaining = {lot.id: lot.remaining for lot in book.lots}

@@ -95,8 +95,7 @@ def _renew_locked(subscription: Subscription, now: datetime) -> Renewal:
     subscription.save(
         update_fields=["plan", "pending_plan", "current_cycle_start", "current_cycle_end"]
     )
-    if downgraded_from is not None:
-        _plan_changed(subscription.team_id)
+    _plan_changed(subscription.team_id)  # the keys carry the plan and the cycle start
     entry = plan_cycle_grant(
         team=subscription.team, plan=subscription.plan, cycle_start=start, cycle_end=end
     )

@@ -30,6 +30,7 @@ from pricing.selectors import PriceBook, model_suggestions, price_book
 
 from .alerts import alerts_after_debit
 from .book import Book
+from .budgets import budgets_after_debit
 
 MAX_BATCH = 1000
 ZERO = Decimal(0)
@@ -378,6 +379,8 @@ def usage_record(
                 result.balance = {"total": entry.balance_after, **entry.buckets_after}
         if book is not None:
             alerts_after_debit(book=book)
+            budgets_after_debit(book=book, results=created, member_id=ctx.member_id,
+                                key_id=ctx.key_id)  # fmt: skip
             book.close()
         if created and after_usage_commit:
             team_id = ctx.team_id
