@@ -423,7 +423,9 @@ def _budget_of(team_id: int, budget_id: int) -> Budget:
 
 class BudgetListApi(APIView):
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT}, summary="The team's budgets and their spend"
+        operation_id="budgets_list",
+        responses={200: OpenApiTypes.OBJECT},
+        summary="The team's budgets and their spend",
     )
     def get(self, request: Request) -> Response:
         ctx = team_context(request, scope="usage:read")
