@@ -92,3 +92,29 @@ def test_the_outbox_survives_a_worker_killed_before_delivery(
     assert len(httpserver_ipv4.log) == 1  # delivered once
     assert WebhookDelivery.objects.filter(event=event).count() == 1
     assert delivery.attempt == 1
+
+
+def test_a_worker_delivers_the_usage_alerts_of_real_ingest(
+    team, owner, key_client, httpserver_ipv4, celery_workers
+):
+    httpserver_ipv4.expect_request("/alerts", method="POST").respond_with_data("ok")
+    hook = webhook_endpoint_create(
+        team=team, url=httpserver_ipv4.url_for("/alerts"),
+        event_types=["usage.threshold_reached"], actor=owner.user,
+    )  # fmt: skip
+    celery_workers()
+    # 400,000 output tokens of Opus = 30 USD = 5,400 credits: past 50, 75 and 100 % of 5,000
+    usage = {
+        "id": "big",
+        "model": "claude-opus-4-1-20250805",
+        "usage": {"input_tokens": 0, "output_tokens": 400_000},
+    }
+    assert key_client(team).post("/api/v1/usage", usage, format="json").status_code == 201
+    wait_for(lambda: len(httpserver_ipv4.log) >= 3 or None, what="three alert deliveries")
+    time.sleep(0.5)  # nothing more arrives: each threshold fired once
+    bodies = []
+    for request, _ in httpserver_ipv4.log:
+        assert verify_webhook(hook.secret, request.headers, request.get_data())
+        bodies.append(request.get_json())
+    assert sorted(b["data"]["percent"] for b in bodies) == [50, 75, 100]
+    assert {b["type"] for b in bodies} == {"usage.threshold_reached"}
