@@ -194,7 +194,9 @@ def reconciliation_drifts(*, team_ids: list[int] | None = None) -> list[Drift]:
 def budget_list(*, team_id: int, now: datetime | None = None) -> list[dict[str, Any]]:
     """The team's budgets with the spend of their current period (two queries)."""
     now = now or timezone.now()
-    budgets = list(Budget.objects.filter(team_id=team_id).select_related("team").order_by("id"))
+    budgets = list(
+        Budget.objects.filter(team_id=team_id).select_related("team", "project").order_by("id")
+    )
     cycle_start = (
         Subscription.objects.filter(team_id=team_id)
         .values_list("current_cycle_start", flat=True)

@@ -12,7 +12,6 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 NANO = 10**9
 _NANO_D = Decimal(NANO)
-CREDIT_QUANTUM = Decimal("0.000000001")
 
 
 class MoneyError(ValueError):
@@ -22,10 +21,6 @@ class MoneyError(ValueError):
 def nano_from_credits(credits: Decimal) -> int:
     """Credits -> integer nano-credits, rounding half-even below 1e-9 (the one rounding step)."""
     return int((credits * _NANO_D).to_integral_value(rounding=ROUND_HALF_EVEN))
-
-
-def credits_from_nano(nano: int) -> Decimal:
-    return (Decimal(nano) / _NANO_D).quantize(CREDIT_QUANTUM)
 
 
 def format_credits(nano: int) -> str:

@@ -10,7 +10,7 @@ returned; nothing is double-counted: a replay returns the stored result and bill
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -66,7 +66,6 @@ class _Pending:
     result: EventResult
     event: ParsedEvent
     row: tuple
-    replays: list[EventResult] = field(default_factory=list)
 
 
 _EVENT_COLUMNS = [

@@ -154,3 +154,16 @@ def test_budget_periods_roll_over_in_the_teams_time_zone(team):
         period="cycle", at=start - timedelta(days=1), time_zone="UTC", cycle_start=start
     )
     assert cycle == datetime(2025, 12, 31, 12, tzinfo=UTC)  # a late event of the previous cycle
+
+
+def test_listing_budgets_takes_a_bounded_number_of_queries(
+    team, owner, key_client, django_assert_max_num_queries
+):
+    reader = key_client(team, scopes=["usage:read"])
+    reader.get("/api/v1/budgets")  # warm the key lookup
+    for i in range(5):
+        project = project_create(team=team, slug=f"p{i}")
+        budget_create(team=team, actor=owner.user, name=f"B{i}", scope="project",
+                      project=project, period="month", limit_nano=NANO)  # fmt: skip
+    with django_assert_max_num_queries(4):
+        assert len(reader.get("/api/v1/budgets").json()["budgets"]) == 5
