@@ -120,6 +120,13 @@ class Plan(models.Model):
         return self.name
 
 
+class SubscriptionStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    INCOMPLETE = "incomplete", "Awaiting first payment"
+    PAST_DUE = "past_due", "Payment failed"
+    CANCELED = "canceled", "Canceled"
+
+
 class Subscription(models.Model):
     team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="subscription")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
@@ -130,6 +137,13 @@ class Subscription(models.Model):
     current_cycle_start = models.DateTimeField()
     current_cycle_end = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
+    # A paid plan billed by a payment provider (ledger.models.Provider); empty for Free.
+    provider = models.CharField(max_length=8, blank=True)
+    provider_subscription_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    status = models.CharField(max_length=12, choices=SubscriptionStatus.choices, default="active")
+    cancel_at_period_end = models.BooleanField(default=False)
+    past_due_since = models.DateTimeField(null=True, blank=True)
+    quantity = models.PositiveIntegerField(default=1, help_text="Seats billed (per-member plans)")
 
     def __str__(self) -> str:
         return f"{self.team.slug}: {self.plan.code}"
@@ -173,6 +187,9 @@ class EventType(models.TextChoices):
     TOPUP_FAILED = "topup.failed", "topup.failed"
     AUTO_RECHARGE_SUCCEEDED = "auto_recharge.succeeded", "auto_recharge.succeeded"
     AUTO_RECHARGE_FAILED = "auto_recharge.failed", "auto_recharge.failed"
+    REFUND_CREATED = "refund.created", "refund.created"
+    SUBSCRIPTION_PAYMENT_FAILED = "subscription.payment_failed", "subscription.payment_failed"
+    SUBSCRIPTION_CHANGED = "subscription.changed", "subscription.changed"
     PRICE_CHANGED = "price.changed", "price.changed"
 
 

@@ -35,9 +35,14 @@ def _recipients(team_id: int) -> list[str]:
     )
 
 
-def _notify(team_id: int, *, kind: str, event: str, title: str, body: str, data: dict) -> None:
+def team_notify(
+    team_id: int, *, kind: str, event: str | None, title: str, body: str, data: dict
+) -> None:
+    """An in-app notice, a webhook event (when `event`) and an email to owners and finance,
+    all in the caller's transaction (the email leaves on commit)."""
     Notification.objects.create(team_id=team_id, kind=kind, title=title, body=body)
-    webhook_event_emit(team_id=team_id, type=event, data=data)
+    if event:
+        webhook_event_emit(team_id=team_id, type=event, data=data)
 
     def email() -> None:
         recipients = _recipients(team_id)
@@ -54,7 +59,7 @@ def alerts_after_debit(*, book: Book) -> int:
         for percent in USAGE_THRESHOLDS:
             mark = allotment * percent  # compare consumed x 100 >= allotment x percent: exact
             if before * 100 < mark <= after * 100:
-                _notify(
+                team_notify(
                     book.team_id, kind=f"usage_{percent}", event="usage.threshold_reached",
                     title=f"{percent} % of this month's credits used",
                     body=f"Your team has used {format_credits(after)} of its "
@@ -67,7 +72,7 @@ def alerts_after_debit(*, book: Book) -> int:
     before, after = book.opened_balance, book.balance
     low = book.low_threshold
     if low is not None and before >= low > after:
-        _notify(
+        team_notify(
             book.team_id, kind="balance_low", event="balance.low",
             title="Balance low",
             body=f"Your balance is {format_credits(after)} credits, below your alert threshold "
@@ -76,7 +81,7 @@ def alerts_after_debit(*, book: Book) -> int:
         )  # fmt: skip
         fired += 1
     if before > 0 >= after:
-        _notify(
+        team_notify(
             book.team_id, kind="balance_depleted", event="balance.depleted",
             title="Credits used up",
             body=f"Your balance is {format_credits(after)} credits. Requests are refused until "

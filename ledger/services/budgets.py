@@ -27,7 +27,7 @@ from gateway_billing.errors import ApplicationError
 from ledger.models import Budget, BudgetPeriod, BudgetScope, TeamBalance
 from pricing.money import format_credits
 
-from .alerts import _notify
+from .alerts import team_notify
 from .book import Book
 
 # Called after commit with (team_id, [(budget_id, period_start, spent_nano)]): the gate mirrors
@@ -128,7 +128,7 @@ def _alert(budget: Budget, *, before: int, after: int, start: datetime) -> None:
             "limit": format_credits(limit), "spent": format_credits(after)}  # fmt: skip
     for percent in sorted(set(budget.thresholds)):
         if before * 100 < limit * percent <= after * 100:
-            _notify(
+            team_notify(
                 budget.team_id, kind=f"budget_{budget.id}_{percent}",
                 event="budget.threshold_reached",
                 title=f"Budget {budget.name}: {percent} % used",
@@ -137,7 +137,7 @@ def _alert(budget: Budget, *, before: int, after: int, start: datetime) -> None:
                 data={**data, "percent": percent},
             )  # fmt: skip
     if before < limit <= after:
-        _notify(
+        team_notify(
             budget.team_id, kind=f"budget_{budget.id}_exceeded", event="budget.exceeded",
             title=f"Budget {budget.name} exceeded",
             body=f"{format_credits(after)} of {format_credits(limit)} credits spent"

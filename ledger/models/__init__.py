@@ -178,6 +178,8 @@ class TeamBalance(models.Model):
     low_threshold_nano = models.BigIntegerField(null=True, blank=True)
     # Whether the team has budgets: the ingest path skips them without a query when it has none.
     has_budgets = models.BooleanField(default=False)
+    # Auto recharge is on: a debit that takes the balance below this starts a recharge.
+    recharge_threshold_nano = models.BigIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -304,3 +306,28 @@ class BudgetSpend(models.Model):
 
     def __str__(self) -> str:
         return f"budget {self.budget_id} from {self.period_start:%Y-%m-%d}: {self.spent_nano}"
+
+
+from .payments import (  # noqa: E402
+    IN_FLIGHT,
+    AutoRecharge,
+    Payment,
+    PaymentCustomer,
+    PaymentKind,
+    PaymentStatus,
+    Provider,
+    StripeEvent,
+    StripeEventStatus,
+)
+
+__all__ = [
+    "IN_FLIGHT",
+    "AutoRecharge",
+    "Payment",
+    "PaymentCustomer",
+    "PaymentKind",
+    "PaymentStatus",
+    "Provider",
+    "StripeEvent",
+    "StripeEventStatus",
+]
