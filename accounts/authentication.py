@@ -43,6 +43,8 @@ class ApiPrincipal:
     # the start of its billing cycle (the period of cycle budgets).
     budgets: tuple = ()
     cycle_start: datetime | None = None
+    # Auto recharge pending or able to start: (refill nano-credits, threshold nano-credits).
+    recharge: tuple[int, int] | None = None
     is_authenticated: bool = True
     is_staff: bool = False
 
@@ -73,8 +75,11 @@ def _load(key_hash: str) -> ApiPrincipal | None:
             "period", "limit_nano", "team__time_zone",
         )
     )  # fmt: skip
+    from ledger.services.recharge import recharge_allowance  # ledger imports this module
+
     return ApiPrincipal(
         budgets=budgets,
+        recharge=recharge_allowance(team_id=row["team_id"]),
         cycle_start=row["team__subscription__current_cycle_start"],
         key_id=row["id"],
         team_id=row["team_id"],

@@ -34,6 +34,7 @@ urlpatterns = [
     path("t/<slug:slug>/projects/", views.project_list, name="projects"),
     path("t/<slug:slug>/plan/", views.plan_page, name="plan"),
     path("t/<slug:slug>/plan/change/", views.plan_change, name="plan_change"),
+    path("t/<slug:slug>/plan/resume/", views.plan_resume, name="plan_resume"),
     path("t/<slug:slug>/webhooks/", views.webhook_list, name="webhooks"),
     path("t/<slug:slug>/webhooks/new/", views.webhook_endpoint_create, name="webhook_create"),
     path(

@@ -22,8 +22,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from gateway_billing.errors import ApplicationError
+from ledger.selectors import balance_get
 from ledger.services.alerts import balance_low_threshold_set
-from ledger.services.cycles import subscription_change_plan
+from ledger.services.providers import provider_name
+from ledger.services.subscriptions import (
+    subscription_cancel,
+    subscription_checkout_start,
+    subscription_resume,
+)
 from pricing.money import MoneyError, cents_to_usd, format_usd, parse_credits
 
 from . import selectors, services
@@ -129,6 +135,7 @@ def team_dashboard(request: HttpRequest, membership: Membership) -> HttpResponse
         summary=summary,
         notifications=selectors.notification_list(team=membership.team),
         low_threshold=selectors.balance_low_threshold(team=membership.team),
+        balance=balance_get(team_id=membership.team_id),
     )
     return render(request, "accounts/team.html", context)
 
@@ -363,6 +370,13 @@ def project_list(request: HttpRequest, membership: Membership) -> HttpResponse:
 # ---- the plan --------------------------------------------------------------------------------
 
 
+def _test_mode() -> bool:
+    try:
+        return provider_name() == "fake"
+    except ApplicationError:
+        return False
+
+
 def _plan_page(
     request: HttpRequest,
     membership: Membership,
@@ -379,6 +393,7 @@ def _plan_page(
         membership,
         subscription=subscription,
         plans=plans,
+        test_mode=_test_mode(),
         form=form
         or PlanChangeForm(plans=plans, initial={"plan": getattr(subscription, "plan", None)}),
     )
@@ -394,26 +409,48 @@ def plan_page(request: HttpRequest, membership: Membership) -> HttpResponse:
 @team_view(roles=OWNERS)
 @require_POST
 def plan_change(request: HttpRequest, membership: Membership) -> HttpResponse:
+    """A paid plan goes through the payment provider's checkout (the plan changes when the
+    first invoice is paid); Free cancels at the end of the cycle."""
     form = PlanChangeForm(request.POST, plans=selectors.plan_list())
     if form.is_valid():
         plan = form.cleaned_data["plan"]
+        team = membership.team
+        back = reverse("accounts:plan", kwargs={"slug": team.slug})
         try:
-            change = subscription_change_plan(
-                team=membership.team, plan=plan, actor=request.user, ip=client_ip(request)
-            )
+            if plan.monthly_price_cents:
+                url = subscription_checkout_start(
+                    membership=membership,
+                    plan=plan,
+                    success_url=request.build_absolute_uri(f"{back}?subscribed=1"),
+                    cancel_url=request.build_absolute_uri(back),
+                )
+                return redirect(url)
+            if team.subscription.plan_id == plan.pk and team.subscription.cancel_at_period_end:
+                subscription_resume(membership=membership, ip=client_ip(request))
+                messages.success(request, "The cancellation is undone: your plan continues.")
+                return redirect("accounts:plan", slug=team.slug)
+            subscription = subscription_cancel(membership=membership, ip=client_ip(request))
         except ApplicationError as exc:
             add_service_error(form, exc)
         else:
-            end = f"{change.subscription.current_cycle_end:%Y-%m-%d %H:%M} UTC"
-            notices = {
-                "now": f"You are on the {plan.name} plan now.",
-                "cycle_end": f"You move to the {plan.name} plan at the end of the cycle ({end}).",
-                "cancelled": f"The pending change is cancelled: you stay on {plan.name}.",
-                "unchanged": f"You are already on the {plan.name} plan.",
-            }
-            messages.success(request, notices[change.effective])
-            return redirect("accounts:plan", slug=membership.team.slug)
+            end = f"{subscription.current_cycle_end:%Y-%m-%d %H:%M} UTC"
+            messages.success(
+                request, f"You move to the {plan.name} plan at the end of the cycle ({end})."
+            )
+            return redirect("accounts:plan", slug=team.slug)
     return _plan_page(request, membership, form=form, status=400)
+
+
+@team_view(roles=OWNERS)
+@require_POST
+def plan_resume(request: HttpRequest, membership: Membership) -> HttpResponse:
+    try:
+        subscription_resume(membership=membership, ip=client_ip(request))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "The cancellation is undone: your plan continues.")
+    return redirect("accounts:plan", slug=membership.team.slug)
 
 
 # ---- webhooks --------------------------------------------------------------------------------

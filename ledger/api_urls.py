@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api
+from . import api, api_payments
 
 urlpatterns = [
     path("usage", api.UsageRecordApi.as_view(), name="usage-record"),
@@ -10,4 +10,5 @@ urlpatterns = [
     path("ledger", api.LedgerListApi.as_view(), name="ledger"),
     path("budgets", api.BudgetListApi.as_view(), name="budgets"),
     path("budgets/<int:budget_id>", api.BudgetDetailApi.as_view(), name="budget"),
+    path("payments", api_payments.PaymentListApi.as_view(), name="payments"),
 ]

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
@@ -19,6 +19,7 @@ from ledger.models import (
     BudgetSpend,
     CreditLot,
     LedgerEntry,
+    Payment,
     TeamBalance,
     UsageEvent,
     UsageState,
@@ -195,7 +196,9 @@ def budget_list(*, team_id: int, now: datetime | None = None) -> list[dict[str, 
     """The team's budgets with the spend of their current period (two queries)."""
     now = now or timezone.now()
     budgets = list(
-        Budget.objects.filter(team_id=team_id).select_related("team", "project").order_by("id")
+        Budget.objects.filter(team_id=team_id)
+        .select_related("team", "project", "member__user", "api_key")
+        .order_by("id")
     )
     cycle_start = (
         Subscription.objects.filter(team_id=team_id)
@@ -216,3 +219,8 @@ def budget_list(*, team_id: int, now: datetime | None = None) -> list[dict[str, 
     }
     return [{"budget": b, "period_start": starts[b.id], "spent": spent.get((b.id, starts[b.id]), 0)}
             for b in budgets]  # fmt: skip
+
+
+def payment_list(*, team_id: int) -> QuerySet[Payment]:
+    """The team's payments (the caller orders and pages them)."""
+    return Payment.objects.filter(team_id=team_id)

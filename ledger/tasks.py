@@ -27,3 +27,38 @@ def reconcile_nightly() -> int:
 @shared_task(acks_late=True)
 def renew_cycles() -> int:
     return cycles_renew_due()
+
+
+@shared_task(acks_late=True)
+def auto_recharge_run(team_id: int, trigger: str) -> str | None:
+    from ledger.services.recharge import auto_recharge_run as run
+
+    return run(team_id=team_id, trigger=trigger)
+
+
+@shared_task(acks_late=True)
+def auto_recharge_sweep() -> dict:
+    from ledger.services.recharge import auto_recharge_sweep as sweep
+
+    return sweep()
+
+
+@shared_task(acks_late=True)
+def stripe_events_retry() -> int:
+    from ledger.services.stripe_events import stripe_events_retry as retry
+
+    return retry()
+
+
+@shared_task(acks_late=True)
+def subscription_seats_sync(team_id: int) -> int | None:
+    from ledger.services.subscriptions import subscription_seats_sync as sync
+
+    return sync(team_id=team_id)
+
+
+@shared_task(acks_late=True)
+def payments_abandoned_cancel() -> int:
+    from ledger.services.payments import payments_abandoned_cancel as cancel
+
+    return cancel()

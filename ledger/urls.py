@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .views import budgets, usage
+from .views import budgets, finance, payments, usage
 
 app_name = "ledger"
 urlpatterns: list = [
@@ -21,4 +21,17 @@ urlpatterns: list = [
         budgets.budget_delete_action,
         name="budget_delete",
     ),
+    path("t/<slug:slug>/billing/", payments.billing, name="billing"),
+    path("t/<slug:slug>/billing/topup/", payments.topup, name="topup"),
+    path("t/<slug:slug>/billing/auto-recharge/", payments.auto_recharge, name="auto_recharge"),
+    path(
+        "t/<slug:slug>/billing/payments/<int:payment_id>/finish/",
+        payments.payment_finish,
+        name="payment_finish",
+    ),
+    path("billing/test-checkout/<str:session_id>/", payments.fake_checkout, name="fake_checkout"),
+    path("webhooks/stripe", payments.stripe_webhook, name="stripe_webhook"),
+    path("finance/", finance.finance_dashboard, name="finance"),
+    path("finance/ledger.csv", finance.finance_ledger_csv, name="finance_ledger_csv"),
+    path("finance/reconcile/", finance.finance_reconcile, name="finance_reconcile"),
 ]

@@ -106,6 +106,7 @@ class AuthorizeApi(APIView):
         decision = services.authorize(
             ctx=ctx, plan_id=principal.plan_id, request=parse(request.data),
             budgets=principal.budgets, cycle_start=principal.cycle_start,
+            recharge=principal.recharge,
         )  # fmt: skip
         return Response(decision.render())
 

@@ -75,7 +75,7 @@ end
 
 # KEYS: bal, held, holds, hexp, tpmz, tpms
 # ARGV: now_ms, cost, request_id, hold_expires_ms, tokens, limit (-1: none), window_ms, ttl_ms,
-#       model_id
+#       model_id, allowance (credits a pending auto recharge adds: spendable beyond the balance)
 _AUTHORIZE = (
     _LUA_COMMON
     + """
@@ -93,7 +93,7 @@ if existing then
   return {'existing', bal, held, used, 0, tonumber(c), tonumber(e)}
 end
 local cost = tonumber(ARGV[2])
-if bal - held < cost then return {'insufficient', bal, held, used, 0, 0, 0} end
+if bal - held + tonumber(ARGV[10]) < cost then return {'insufficient', bal, held, used, 0, 0, 0} end
 local tokens = tonumber(ARGV[5])
 local limit = tonumber(ARGV[6])
 if limit >= 0 and used + tokens > limit then
@@ -227,11 +227,12 @@ class RedisGate:
         tokens: int,
         limit: int | None,
         now_ms: int,
+        allowance: int = 0,
     ) -> GateAnswer:
         expires = now_ms + HOLD_TTL_MS
         keys = self._team_keys(team_id) + self._window_keys(team_id, model_id)
         args = [now_ms, cost, request_id, expires, tokens, -1 if limit is None else limit,
-                WINDOW_MS, HOLD_TTL_MS + WINDOW_MS, model_id]  # fmt: skip
+                WINDOW_MS, HOLD_TTL_MS + WINDOW_MS, model_id, allowance]  # fmt: skip
         outcome, bal, held, used, retry, hold, hold_exp = self._authorize(keys=keys, args=args)
         outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
         return GateAnswer(
@@ -327,6 +328,7 @@ class LocalGate:
         tokens: int,
         limit: int | None,
         now_ms: int,
+        allowance: int = 0,
     ) -> GateAnswer:
         with self._lock:
             holds = self._expire_holds(team_id, now_ms)
@@ -339,7 +341,7 @@ class LocalGate:
             if request_id in holds:
                 h = holds[request_id]
                 return GateAnswer("existing", balance, held, used, 0, h[0], h[1])
-            if balance - held < cost:
+            if balance - held + allowance < cost:
                 return GateAnswer("insufficient", balance, held, used)
             if limit is not None and used + tokens > limit:
                 retry = WINDOW_MS

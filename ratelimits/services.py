@@ -27,6 +27,7 @@ from gateway_billing.errors import ApplicationError
 from gateway_billing.permissions import TeamContext
 from ledger.models import BudgetSpend, TeamBalance
 from ledger.services.budgets import period_start
+from ledger.services.recharge import recharge_kick
 from pricing.money import format_credits
 from pricing.rating import UnpricedUsage, Usage, rate
 from pricing.selectors import model_suggestions, price_book
@@ -193,7 +194,10 @@ def authorize(
     now: datetime | None = None,
     budgets: tuple = (),
     cycle_start: datetime | None = None,
+    recharge: tuple[int, int] | None = None,
 ) -> Decision:
+    """`recharge`: the team's auto recharge is pending or can start (refill, threshold in
+    nano-credits): the refill counts as spendable, and a team short of credits starts one."""
     book = price_book()
     model = book.model(name=request.model)
     if model is None:
@@ -228,20 +232,23 @@ def authorize(
     limit = tpm_limit(team_id=ctx.team_id, plan_id=plan_id, model_id=model.id)
     request_id = request.request_id or uuid.uuid4().hex
     now_ms = _now_ms(now)
+    allowance = recharge[0] // MICRO if recharge else 0
     try:
         answer = gate().authorize(
             team_id=ctx.team_id, model_id=model.id, request_id=request_id, cost=cost_micro,
-            tokens=tokens, limit=limit, now_ms=now_ms,
+            tokens=tokens, limit=limit, now_ms=now_ms, allowance=allowance,
         )  # fmt: skip
         if answer.outcome == "cold":
             balance_cold_load(team_id=ctx.team_id)
             answer = gate().authorize(
                 team_id=ctx.team_id, model_id=model.id, request_id=request_id, cost=cost_micro,
-                tokens=tokens, limit=limit, now_ms=now_ms,
+                tokens=tokens, limit=limit, now_ms=now_ms, allowance=allowance,
             )  # fmt: skip
     except Exception:  # the shared state is unreachable: the documented fallback
         logger.warning("gate unavailable; answering from the fallback policy", exc_info=True)
         return _fallback(ctx=ctx, request_id=request_id, cost_micro=cost_micro, limit=limit)
+    if recharge and (answer.balance - answer.held) * MICRO < recharge[1]:
+        recharge_kick(ctx.team_id)  # short of credits, or about to be: start the refill
     if answer.outcome == "insufficient":
         spendable = answer.balance - answer.held
         raise ApplicationError(

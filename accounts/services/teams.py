@@ -337,6 +337,17 @@ def invitation_revoke(*, invitation: Invitation, actor: User, ip: str | None = N
 
 
 @transaction.atomic
+def _seats_changed(team_id: int) -> None:
+    """Per-member plans bill each member: the provider's quantity follows, after commit."""
+
+    def sync() -> None:
+        from ledger.tasks import subscription_seats_sync
+
+        subscription_seats_sync.delay(team_id)
+
+    transaction.on_commit(sync, robust=True)
+
+
 def invitation_accept(*, token: str, user: User, ip: str | None = None) -> Membership:
     invalid = ApplicationError(
         "invitation_invalid", "This invitation is unknown, used or expired.", status_code=404
@@ -364,6 +375,7 @@ def invitation_accept(*, token: str, user: User, ip: str | None = None) -> Membe
         membership = Membership.objects.create(team=team, user=user, role=invitation.role)
     invitation.accepted_at = timezone.now()
     invitation.save(update_fields=["accepted_at"])
+    _seats_changed(team.pk)
     audit_record(
         actor=user,
         team=team,

@@ -28,3 +28,12 @@ CELERY_BEAT_SCHEDULE: dict = {
     # The outbox safety net and the webhook retry scheduler.
     "dispatch-outbox": {"task": "accounts.tasks.dispatch_outbox", "schedule": 60.0},
 }
+CELERY_BEAT_SCHEDULE.update(
+    {
+        # Auto recharges a crossing did not start, charges recorded but never sent.
+        "auto-recharge-sweep": {"task": "ledger.tasks.auto_recharge_sweep", "schedule": 60.0},
+        # Stripe events stored but not handled (a crash, a bug since fixed).
+        "stripe-events-retry": {"task": "ledger.tasks.stripe_events_retry", "schedule": 60.0},
+        "payments-abandoned": {"task": "ledger.tasks.payments_abandoned_cancel", "schedule": 3600.0},
+    }
+)

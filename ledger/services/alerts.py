@@ -80,6 +80,10 @@ def alerts_after_debit(*, book: Book) -> int:
             data={"balance": format_credits(after), "threshold": format_credits(low)},
         )  # fmt: skip
         fired += 1
+    if book.recharge_threshold is not None and before >= book.recharge_threshold > after:
+        from .recharge import recharge_after_debit  # recharge imports this module
+
+        recharge_after_debit(team_id=book.team_id, trigger=f"v{book.version + 1}")
     if before > 0 >= after:
         team_notify(
             book.team_id, kind="balance_depleted", event="balance.depleted",

@@ -133,6 +133,7 @@ class Book:
         self.entries: list[EntryDraft] = []
         self.version = 0
         self.low_threshold: int | None = None
+        self.recharge_threshold: int | None = None  # auto recharge on: its threshold
         self.has_budgets = False
         self.opened_balance = balance
         self.opened_remaining: dict[int, int] = {}
@@ -146,8 +147,8 @@ class Book:
         lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
         with connection.cursor() as cursor:
             select = (
-                "SELECT balance_nano, overdraft_nano, version, low_threshold_nano, has_budgets "
-                "FROM ledger_teambalance WHERE team_id = %s"
+                "SELECT balance_nano, overdraft_nano, version, low_threshold_nano, has_budgets, "
+                "recharge_threshold_nano FROM ledger_teambalance WHERE team_id = %s"
             )
             cursor.execute(select + lock, [team_id])
             row = cursor.fetchone()
@@ -168,6 +169,7 @@ class Book:
             lots = [LiveLot(*r[:5], _aware(r[5]), _aware(r[6])) for r in cursor.fetchall()]
         book = cls(team_id, row[0], row[1], lots, now)
         book.version, book.low_threshold, book.has_budgets = row[2], row[3], bool(row[4])
+        book.recharge_threshold = row[5]
         book.expire_due()
         book.opened_balance = book.balance
         book.opened_remaining = {lot.id: lot.remaining for lot in book.lots}

@@ -42,6 +42,7 @@ from ledger.models import EntryKind, LotSource
 from pricing.money import NANO, format_credits
 
 from .credits import credits_grant, lots_expire_due, plan_cycle_grant
+from .subscriptions import billed_renewal
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,10 @@ def subscription_renew(*, subscription_id: int, now: datetime | None = None) -> 
     now = now or timezone.now()
     subscription = _lock_subscription(pk=subscription_id)
     if subscription.current_cycle_end > now:
+        return None
+    # A plan billed by a payment provider renews when its invoice is paid (or falls to Free
+    # when it is not, after the grace period).
+    if billed_renewal(subscription, now) != "renew":
         return None
     return _renew_locked(subscription, now)
 

@@ -91,6 +91,8 @@ class PaymentProvider(Protocol):
 
     def subscription_cancel_now(self, *, subscription_id: str) -> None: ...
 
+    def confirm_on_session(self, *, payment_intent_id: str, return_url: str) -> str: ...
+
     def refund(self, *, payment_intent_id: str, amount_cents: int, idempotency_key: str) -> str: ...
 
 
@@ -267,6 +269,18 @@ class StripeProvider:
     def subscription_cancel_now(self, *, subscription_id: str) -> None:
         self._call(self.client.v1.subscriptions.cancel, subscription_id)
 
+    def confirm_on_session(self, *, payment_intent_id: str, return_url: str) -> str:
+        """An off-session charge the bank wants confirmed: confirm it again with the customer
+        present; the URL of the bank's page (3-D Secure), or "" when nothing is left to do."""
+        intent = self._call(
+            self.client.v1.payment_intents.confirm,
+            payment_intent_id,
+            params={"return_url": return_url},
+        )
+        action = getattr(intent, "next_action", None)
+        redirect = getattr(action, "redirect_to_url", None) if action else None
+        return getattr(redirect, "url", "") or ""
+
     def refund(self, *, payment_intent_id: str, amount_cents: int, idempotency_key: str) -> str:
         refund = self._call(
             self.client.v1.refunds.create,
@@ -323,7 +337,7 @@ class FakeProvider:
         }.get(code, "")
         return ChargeResult(
             status=status,
-            payment_intent_id=f"fake_pi_{idempotency_key}",
+            payment_intent_id=f"fake_pi_{metadata['payment_id']}",
             failure_code=code,
             failure_message=message,
         )
@@ -331,6 +345,10 @@ class FakeProvider:
     def card_details(self, *, payment_method_id: str) -> tuple[str, str]:
         brand, last4, _status, _code = FAKE_CARDS.get(payment_method_id, ("", "", "", ""))
         return brand, last4
+
+    def confirm_on_session(self, *, payment_intent_id: str, return_url: str) -> str:
+        payment_id = payment_intent_id.removeprefix("fake_pi_")
+        return reverse("ledger:fake_checkout", kwargs={"session_id": f"fake_cs_pay_{payment_id}"})
 
     def subscription_update(self, **_: Any) -> None:
         return None
