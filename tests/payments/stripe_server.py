@@ -149,7 +149,7 @@ class FakeStripe:
 
     def intent_create(self, p: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         method = p.get("payment_method", "")
-        brand, last4, decline = CARDS.get(method, ("visa", "4242", "card_declined"))
+        *_, decline = CARDS.get(method, ("visa", "4242", "card_declined"))
         status, intent = self.store("pi", {
             "object": "payment_intent", "amount": int(p["amount"]), "currency": p["currency"],
             "customer": p.get("customer"), "payment_method": method,
