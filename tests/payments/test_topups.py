@@ -60,15 +60,15 @@ def test_the_pack_opens_a_checkout_session_for_the_teams_customer(stripe_api, ow
     assert sent["line_items"][0]["price_data"]["unit_amount"] == "1000"
     assert sent["payment_intent_data"]["setup_future_usage"] == "off_session"
     assert sent["metadata"]["payment_id"] == str(payment.pk)
-    assert payment.checkout_session_id == stripe_api.calls[-1][2].get("id", payment.checkout_session_id)
+    assert payment.checkout_session_id == stripe_api.calls[-1][2].get(
+        "id", payment.checkout_session_id
+    )
     # a second top-up reuses the customer
     start_topup(owner.membership)
     assert len(stripe_api.calls_to("POST", "/v1/customers")) == 1
 
 
-def test_credits_land_once_when_checkout_completes_even_if_delivered_twice(
-    stripe_api, owner, send
-):
+def test_credits_land_once_when_checkout_completes_even_if_delivered_twice(stripe_api, owner, send):
     _, payment, _ = start_topup(owner.membership)
     before = balance(owner.team)
     completed = session_completed(payment)
