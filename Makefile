@@ -14,7 +14,7 @@ REDIS_TEST_URL ?= $(REDIS_BASE)/15
 
 SERVE_ENV := DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_BASE)/0 CELERY_BROKER_URL=$(REDIS_BASE)/1
 
-.PHONY: install run test lint format serve bench clean db
+.PHONY: install run test lint format serve bench clean db vendor chromium chaos soak
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,11 +30,27 @@ run: install
 	DEBUG=true $(PY) manage.py demo_setup
 	DEBUG=true $(PY) manage.py runserver $(HOST):$(PORT)
 
+# Front-end assets from npm (exact pins in package.json / package-lock.json), copied into
+# static/vendor/ and committed, so `make run` works offline and no page loads from a CDN.
+VENDOR := static/vendor
+vendor:
+	npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(VENDOR)
+	cp node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/chart.umd.min.js
+	cp node_modules/chart.js/LICENSE.md $(VENDOR)/chart.js.LICENSE.md
+	cp node_modules/@kurkle/color/LICENSE.md $(VENDOR)/kurkle-color.LICENSE.md
+	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/htmx.min.js
+	cp node_modules/htmx.org/LICENSE $(VENDOR)/htmx.LICENSE
+
+# The browser tests drive Debian's Chromium (`playwright install` cannot download here).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 # Creates the role and database the suite needs (when the local server lets the admin in).
 db: install
 	$(PY) scripts/ensure_db.py --admin-url "$(PG_ADMIN_URL)" --url "$(PG_URL)"
 
-test: install db
+test: install db chromium
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_TEST_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
@@ -61,3 +77,15 @@ clean:
 bench: install db
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The chaos suite's full profile (about 9 minutes; `make test` runs a short one): private
+# PostgreSQL and Redis, gunicorn, a Celery worker and beat, retrying load, workers killed,
+# PostgreSQL restarted, Redis stopped; exits 1 on any loss, double billing or drift.
+chaos: install
+	$(PY) tests/chaos/run.py --profile full $(CHAOS_ARGS)
+
+# Ten minutes of bench load on private PostgreSQL and Redis; prints the RSS of every gunicorn
+# and Celery process along the way and fails if one keeps growing after warm-up; needs wrk.
+soak: install
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(PY) bench/soak.py $(SOAK_ARGS)

@@ -52,8 +52,9 @@ class ProjectInline(admin.TabularInline):
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "plan", "member_count", "created_at"]
-    list_filter = ["subscription__plan"]
+    list_filter = ["subscription__plan", "subscription__status", "created_at"]
     search_fields = ["slug", "name", "memberships__user__email"]
+    date_hierarchy = "created_at"
     readonly_fields = ["created_at"]
     inlines = [SubscriptionInline, MembershipInline, ProjectInline]
 
@@ -74,8 +75,9 @@ class TeamAdmin(admin.ModelAdmin):
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
     list_display = ["user", "team", "role", "can_manage_billing", "created_at"]
-    list_filter = ["role", "can_manage_billing"]
+    list_filter = ["role", "can_manage_billing", "created_at"]
     search_fields = ["user__email", "user__username", "team__slug", "team__name"]
+    date_hierarchy = "created_at"
     raw_id_fields = ["user", "team"]
     list_select_related = ["user", "team"]
 
@@ -102,6 +104,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["prefix", "name", "team__slug"]
+    date_hierarchy = "created_at"
     list_select_related = ["team", "project"]
     # Everything the cached lookup depends on is read-only: an edit here would not reach it.
     readonly_fields = [
@@ -234,7 +237,10 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyAdmin):
+    """Append-only: nobody adds, changes or deletes an entry here (the database refuses too)."""
+
     list_display = ["created_at", "action", "target", "team", "actor", "ip"]
-    list_filter = ["action"]
+    list_filter = ["action", ("team", admin.EmptyFieldListFilter), "created_at"]
     search_fields = ["action", "target", "team__slug", "actor__email"]
+    date_hierarchy = "created_at"
     list_select_related = ["team", "actor"]

@@ -90,6 +90,8 @@ class AuditCursor(CursorPagination):
 
 
 class AuditListApi(APIView):
+    pagination_class = AuditCursor  # documents the page shape (next, previous, results)
+
     @extend_schema_serializer(component_name="AuditEntry")
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
@@ -119,6 +121,6 @@ class AuditListApi(APIView):
         entries = selectors.audit_entry_list(
             team=membership.team, action=request.query_params.get("action")
         )
-        paginator = AuditCursor()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(entries, request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)

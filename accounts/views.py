@@ -46,7 +46,7 @@ from .forms import (
     WebhookEndpointCreateForm,
     add_service_error,
 )
-from .models import Membership, Role
+from .models import Membership, Role, SubscriptionStatus
 from .services.webhooks import BACKOFF, MAX_ATTEMPTS
 
 # A form page: GET shows it, POST submits it; anything else is a 405.
@@ -416,7 +416,19 @@ def plan_change(request: HttpRequest, membership: Membership) -> HttpResponse:
         plan = form.cleaned_data["plan"]
         team = membership.team
         back = reverse("accounts:plan", kwargs={"slug": team.slug})
+        current = getattr(team, "subscription", None)  # teams made in the admin may lack one
+        if current is None:
+            form.add_error(None, "This team has no subscription yet; ask support to set one up.")
+            return _plan_page(request, membership, form=form, status=400)
         try:
+            if (  # the current plan again, while its cancellation is pending: keep it
+                current.plan_id == plan.pk
+                and current.cancel_at_period_end
+                and current.status != SubscriptionStatus.CANCELED
+            ):
+                subscription_resume(membership=membership, ip=client_ip(request))
+                messages.success(request, "The cancellation is undone: your plan continues.")
+                return redirect("accounts:plan", slug=team.slug)
             if plan.monthly_price_cents:
                 url = subscription_checkout_start(
                     membership=membership,
@@ -425,10 +437,6 @@ def plan_change(request: HttpRequest, membership: Membership) -> HttpResponse:
                     cancel_url=request.build_absolute_uri(back),
                 )
                 return redirect(url)
-            if team.subscription.plan_id == plan.pk and team.subscription.cancel_at_period_end:
-                subscription_resume(membership=membership, ip=client_ip(request))
-                messages.success(request, "The cancellation is undone: your plan continues.")
-                return redirect("accounts:plan", slug=team.slug)
             subscription = subscription_cancel(membership=membership, ip=client_ip(request))
         except ApplicationError as exc:
             add_service_error(form, exc)

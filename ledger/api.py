@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import ApiPrincipal
 from accounts.models import Membership, Project, Role
+from gateway_billing import metrics
 from gateway_billing.errors import ApplicationError, ErrorSerializer
 from gateway_billing.permissions import session_membership, team_context
 from ledger import selectors
@@ -167,6 +168,7 @@ class UsageRecordApi(APIView):
     def post(self, request: Request) -> Response:
         ctx = team_context(request, scope="usage:write")
         (result,) = usage_record(ctx=ctx, events=[request.data])
+        metrics.usage_results_count([result])
         if result.error is not None:
             return Response({"error": result.error}, status=result.status)
         return Response(_render_all(ctx.team_id, [result])[0], status=result.status)
@@ -200,6 +202,7 @@ class UsageBatchRecordApi(APIView):
                 "invalid", "The batch is empty.", fields={"events": ["At least one event."]}
             )
         results = usage_record(ctx=ctx, events=events)
+        metrics.usage_results_count(results)
         summary = {"created": 0, "replayed": 0, "failed": 0}
         for r in results:
             summary["failed" if r.error else "replayed" if r.status == 200 else "created"] += 1
@@ -254,7 +257,7 @@ class LedgerEntryOutputSerializer(serializers.Serializer):
     balance_after = serializers.SerializerMethodField()
     buckets_after = serializers.SerializerMethodField()
     reference = serializers.CharField()
-    event_id = serializers.CharField(source="usage_event.event_id", default=None)
+    event_id = serializers.CharField(source="usage_event.event_id", default=None, allow_null=True)
     price_version = serializers.IntegerField(source="price_id", allow_null=True)
     credits_per_usd = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
     reason = serializers.CharField()
@@ -280,6 +283,8 @@ def _query(serializer_class: type[serializers.Serializer], request: Request) -> 
 
 
 class LedgerListApi(APIView):
+    pagination_class = LedgerCursor  # documents the page shape (next, previous, results)
+
     @extend_schema(
         parameters=[
             OpenApiParameter("kind", str, description="Comma-separated kinds"),
@@ -300,7 +305,7 @@ class LedgerListApi(APIView):
             start=filters.get("start"),
             end=filters.get("end"),
         ).select_related("usage_event")
-        paginator = LedgerCursor()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(entries, request, view=self)
         return paginator.get_paginated_response(LedgerEntryOutputSerializer(page, many=True).data)
 

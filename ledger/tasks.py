@@ -4,6 +4,7 @@ import logging
 
 from celery import shared_task
 
+from ledger.services.chain import ledger_chain_extend
 from ledger.services.cycles import cycles_renew_due
 from ledger.services.reconcile import reconcile_run
 from ledger.services.usage import usage_rerate
@@ -27,6 +28,12 @@ def reconcile_nightly() -> int:
 @shared_task(acks_late=True)
 def renew_cycles() -> int:
     return cycles_renew_due()
+
+
+@shared_task(acks_late=True)
+def chain_ledger() -> int:
+    """Hash the ledger entries written since the last run (tamper evidence, off the hot path)."""
+    return ledger_chain_extend().entries
 
 
 @shared_task(acks_late=True)

@@ -30,6 +30,13 @@ def format_credits(nano: int) -> str:
     return f"{sign}{whole}.{frac:09d}"
 
 
+def format_credits_short(nano: int) -> str:
+    """For people: exact, without the trailing zeros past 2 places: 1500000000 -> '1.50',
+    1129500000 -> '1.1295'. Nothing is rounded (the API and CSV keep all 9 places)."""
+    whole, frac = format_credits(nano).split(".")
+    return f"{whole}.{frac.rstrip('0').ljust(2, '0')}"
+
+
 def format_usd(amount: Decimal) -> str:
     """Render USD exactly, without exponent, keeping at least 2 decimals: '0.000003750'."""
     text = format(amount, "f")
@@ -38,6 +45,12 @@ def format_usd(amount: Decimal) -> str:
     whole, frac = text.split(".")
     frac = frac.rstrip("0")
     return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def format_decimal(amount: Decimal) -> str:
+    """Render a Decimal exactly, without exponent or trailing zeros: 225.000000 -> '225'."""
+    text = format(amount, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def cents_to_usd(cents: int) -> Decimal:

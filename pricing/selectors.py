@@ -308,3 +308,23 @@ def price_list_export(*, at: datetime | None = None) -> str:
         values = {name: (entry.price.value(name) if entry.price else None) for name in PRICE_FIELDS}
         rows.append((entry.model.provider, entry.model.name, values))
     return render_price_list(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCatalog:
+    slug: str
+    name: str
+    entries: tuple[CatalogEntry, ...]
+
+
+def catalog_by_provider(*, at: datetime | None = None) -> list[ProviderCatalog]:
+    """``catalog_current`` grouped by provider (providers by slug, models by name)."""
+    groups: dict[str, list[CatalogEntry]] = {}
+    names: dict[str, str] = {}
+    for entry in catalog_current(at=at):
+        groups.setdefault(entry.model.provider, []).append(entry)
+        names[entry.model.provider] = entry.model.provider_name
+    return [
+        ProviderCatalog(slug=slug, name=names[slug], entries=tuple(entries))
+        for slug, entries in groups.items()
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -11,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import ApiKeyAuthentication
+from gateway_billing import metrics
 from gateway_billing.errors import ApplicationError, ErrorSerializer
 from gateway_billing.permissions import team_context
 
@@ -84,6 +86,15 @@ class AuthorizeOutputSerializer(serializers.Serializer):
 
 class AuthorizeApi(APIView):
     authentication_classes = [ApiKeyAuthentication]
+
+    def dispatch(self, request, *args, **kwargs):
+        """Times every answer (the key lookup included) and counts the decision."""
+        started, response = time.perf_counter(), None
+        try:
+            response = super().dispatch(request, *args, **kwargs)
+            return response
+        finally:
+            metrics.authorize_observe(response, time.perf_counter() - started)
 
     @extend_schema(
         request=AuthorizeInputSerializer,

@@ -336,7 +336,6 @@ def invitation_revoke(*, invitation: Invitation, actor: User, ip: str | None = N
     return invitation
 
 
-@transaction.atomic
 def _seats_changed(team_id: int) -> None:
     """Per-member plans bill each member: the provider's quantity follows, after commit."""
 
@@ -348,6 +347,7 @@ def _seats_changed(team_id: int) -> None:
     transaction.on_commit(sync, robust=True)
 
 
+@transaction.atomic
 def invitation_accept(*, token: str, user: User, ip: str | None = None) -> Membership:
     invalid = ApplicationError(
         "invitation_invalid", "This invitation is unknown, used or expired.", status_code=404

@@ -2,5 +2,6 @@
 
 from .base import *  # noqa: F403
 from .celery import *  # noqa: F403
+from .observability import *  # noqa: F403
 from .stripe import *  # noqa: F403
 from .webhooks import *  # noqa: F403

@@ -237,6 +237,11 @@ class LedgerEntry(models.Model):
     )
     reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # sha256 of this entry's fields and the previous entry's chain_hash (same team, id order):
+    # filled in by the chain_ledger beat job, never on the hot path; the only UPDATE the
+    # database allows on this table is setting it once (ledger/hashchain.py). NULL, not "":
+    # the trigger lets it change only from NULL.
+    chain_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)  # noqa: DJ001
 
     class Meta:
         verbose_name_plural = "ledger entries"
@@ -308,6 +313,7 @@ class BudgetSpend(models.Model):
         return f"budget {self.budget_id} from {self.period_start:%Y-%m-%d}: {self.spent_nano}"
 
 
+from .chain import LedgerChainHead  # noqa: E402
 from .payments import (  # noqa: E402
     IN_FLIGHT,
     AutoRecharge,
@@ -323,6 +329,7 @@ from .payments import (  # noqa: E402
 __all__ = [
     "IN_FLIGHT",
     "AutoRecharge",
+    "LedgerChainHead",
     "Payment",
     "PaymentCustomer",
     "PaymentKind",

@@ -58,9 +58,15 @@ def plan_grant_reference(team_id: int, cycle_start: datetime) -> str:
 
 
 def plan_cycle_grant(
-    *, team: Team, plan: Plan, cycle_start: datetime, cycle_end: datetime
+    *,
+    team: Team,
+    plan: Plan,
+    cycle_start: datetime,
+    cycle_end: datetime,
+    reference: str | None = None,
 ) -> LedgerEntry | None:
-    """The plan's monthly credits for one cycle, expiring at its end; once per (team, cycle)."""
+    """The plan's monthly credits for one cycle, expiring at its end; once per (team, cycle),
+    or once per `reference` when the caller names one."""
     if not plan.monthly_credits:
         return None
     return credits_grant(
@@ -68,7 +74,7 @@ def plan_cycle_grant(
         kind=EntryKind.PLAN_GRANT,
         source=LotSource.PLAN,
         amount_nano=plan.monthly_credits * NANO,
-        reference=plan_grant_reference(team.id, cycle_start),
+        reference=reference or plan_grant_reference(team.id, cycle_start),
         expires_at=cycle_end,
         reason=f"{plan.name} plan credits for the cycle from {cycle_start:%Y-%m-%d}",
     )

@@ -267,7 +267,12 @@ class StripeProvider:
         self._call(self.client.v1.subscriptions.update, subscription_id, params=params)
 
     def subscription_cancel_now(self, *, subscription_id: str) -> None:
-        self._call(self.client.v1.subscriptions.cancel, subscription_id)
+        try:
+            self._call(self.client.v1.subscriptions.cancel, subscription_id)
+        except PaymentProviderError as error:
+            # Stripe no longer finds a subscription that ended already: nothing left to stop.
+            if getattr(error.__cause__, "code", None) != "resource_missing":
+                raise
 
     def confirm_on_session(self, *, payment_intent_id: str, return_url: str) -> str:
         """An off-session charge the bank wants confirmed: confirm it again with the customer

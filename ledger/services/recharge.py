@@ -190,7 +190,7 @@ def recharge_allowance(*, team_id: int, now: datetime | None = None) -> tuple[in
         return None
     plan = Subscription.objects.select_related("plan").get(team_id=team_id).plan
     refill = refill_for(settings_row=row, plan=plan)
-    if refill is None or _cap_reached(row, now):
+    if refill is None or not plan.can_purchase_credits or _cap_reached(row, now):
         return None
     return refill.credits_nano, row.threshold_nano
 
@@ -269,6 +269,7 @@ def recharge_start(*, team_id: int, trigger: str, now: datetime | None = None) -
     refill = refill_for(settings_row=row, plan=plan)
     if customer is None or not customer.payment_method_id or refill is None:
         return None
+
     try:
         with transaction.atomic():
             return Payment.objects.create(

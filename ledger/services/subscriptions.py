@@ -8,8 +8,9 @@
   the new one (``plan_cycle_grant``, once per cycle start, so the event arriving twice grants
   once). A second paid plan replaces the first: the old provider subscription is cancelled.
 - ``invoice.payment_failed`` marks the subscription past due and tells the owners. The renew
-  job waits ``SUBSCRIPTION_GRACE_DAYS`` after the cycle end for a paid invoice, then moves the
-  team to Free (and cancels the provider's subscription).
+  job waits ``SUBSCRIPTION_GRACE_DAYS`` after the cycle end (or after the failure, when later)
+  for a paid invoice, then moves the team to Free (and cancels the provider's subscription).
+  An invoice of a subscription the team no longer has (replaced, or cancelled) changes nothing.
 - Choosing Free cancels at the period end: the provider stops billing, and the renew job
   applies the downgrade at the cycle end.
 - The fake provider drives the same functions: its checkout page and the renew job build the
@@ -32,12 +33,12 @@ from accounts.authentication import team_keys_forget
 from accounts.models import Membership, Plan, Role, Subscription, SubscriptionStatus, Team
 from accounts.services import audit_record, cycle_bounds, webhook_event_emit
 from gateway_billing.errors import ApplicationError
-from ledger.models import LotSource, Payment, PaymentKind, PaymentStatus, Provider
+from ledger.models import LedgerEntry, LotSource, Payment, PaymentKind, PaymentStatus, Provider
 from pricing.money import format_credits
 
 from .alerts import team_notify
 from .book import Book
-from .credits import plan_cycle_grant
+from .credits import plan_cycle_grant, plan_grant_reference
 from .payments import customer_ensure, usd
 from .providers import FAKE_CARDS, LineItem, provider_get
 
@@ -136,7 +137,10 @@ def subscription_cancel(
     subscription.pending_plan = free
     subscription.cancel_at_period_end = True
     subscription.save(update_fields=["pending_plan", "cancel_at_period_end"])
-    if subscription.provider_subscription_id:
+    if (
+        subscription.provider_subscription_id
+        and subscription.status != SubscriptionStatus.CANCELED  # ended at the provider already
+    ):
         provider_get(subscription.provider).subscription_update(
             subscription_id=subscription.provider_subscription_id, cancel_at_period_end=True
         )
@@ -160,6 +164,13 @@ def subscription_resume(*, membership: Membership, ip: str | None = None) -> Sub
     subscription = _lock_subscription(membership.team_id)
     if not subscription.cancel_at_period_end:
         return subscription
+    if subscription.status == SubscriptionStatus.CANCELED:
+        raise ApplicationError(
+            "subscription_ended",
+            "The subscription has ended at the payment provider: choose the plan again to "
+            "subscribe.",
+            status_code=409,
+        )
     subscription.pending_plan, subscription.cancel_at_period_end = None, False
     subscription.save(update_fields=["pending_plan", "cancel_at_period_end"])
     if subscription.provider_subscription_id:
@@ -191,6 +202,25 @@ def _invoice_subscription(invoice: dict[str, Any]) -> tuple[str | None, dict[str
     if isinstance(subscription, dict):
         subscription = subscription.get("id")
     return subscription, details.get("metadata") or {}
+
+
+def _is_proration(line: dict[str, Any]) -> bool:
+    parent = line.get("parent") or {}
+    details = parent.get("subscription_item_details") or parent.get("invoice_item_details") or {}
+    return bool(line.get("proration") or details.get("proration"))
+
+
+def _period_line(invoice: dict[str, Any]) -> dict[str, Any] | None:
+    """The invoice's line for the plan's period: not a proration (a seat added mid-cycle is
+    billed on the next invoice as a proration line covering the rest of the old period).
+    None when the invoice holds prorations only: a mid-cycle charge, not a new period."""
+    lines = (invoice.get("lines") or {}).get("data") or []
+    periodic = [line for line in lines if not _is_proration(line)]
+    if lines and not periodic:
+        return None
+    return max(
+        periodic, key=lambda line: int((line.get("period") or {}).get("end") or 0), default={}
+    )
 
 
 def _moment(value: Any) -> datetime:
@@ -241,12 +271,19 @@ def subscription_invoice_paid(
     subscription = _lock_subscription(target.team_id)
     if Payment.objects.filter(invoice_id=invoice_id, status=PaymentStatus.SUCCEEDED).exists():
         return False
-    lines = (invoice.get("lines") or {}).get("data") or [{}]
-    period = lines[0].get("period") or {}
+    line = _period_line(invoice)
+    period = (line or {}).get("period") or {}
     start = _moment(period.get("start") or invoice.get("period_start") or now.timestamp())
     end = _moment(period["end"]) if period.get("end") else cycle_bounds(start)[1]
     plan_code = metadata.get("plan") or subscription.plan.code
     plan = Plan.objects.get(code=plan_code)
+    # A renewal of a subscription the team no longer has (replaced by a newer plan, or
+    # cancelled after the grace period) arriving late must not switch the team back (and
+    # cancel the current one): only a new subscription's first invoice changes the plan.
+    stale = (
+        subscription_id != subscription.provider_subscription_id
+        and (invoice.get("billing_reason") or "subscription_create") != "subscription_create"
+    )
     Payment.objects.update_or_create(
         invoice_id=invoice_id,
         defaults={
@@ -264,6 +301,15 @@ def subscription_invoice_paid(
             "raw": {"invoice": invoice},
         },
     )
+    if line is None or stale:
+        logger.warning(
+            "invoice %s of subscription %s paid: no new period for team %s (%s)",
+            invoice_id,
+            subscription_id,
+            subscription.team_id,
+            "a replaced subscription" if stale else "prorations only",
+        )
+        return False
     old_provider_id = subscription.provider_subscription_id
     before = {"plan": subscription.plan.code, "cycle_start": subscription.current_cycle_start}
     # The cycle the invoice covers replaces the one running: what is left of the old cycle's
@@ -279,9 +325,17 @@ def subscription_invoice_paid(
     subscription.cancel_at_period_end = False
     subscription.provider = provider
     subscription.provider_subscription_id = subscription_id
-    subscription.quantity = int(lines[0].get("quantity") or subscription.quantity or 1)
+    subscription.quantity = int(line.get("quantity") or subscription.quantity or 1)
     subscription.save()
-    plan_cycle_grant(team=subscription.team, plan=plan, cycle_start=start, cycle_end=end)
+    # Once per cycle start; but the cycle this invoice replaces may have started the same
+    # second (a team created, or renewed, and upgraded within it) and holds that reference:
+    # this invoice's own grant then (the invoice is applied once, checked above).
+    reference = plan_grant_reference(subscription.team_id, start)
+    if LedgerEntry.objects.filter(reference=reference).exists():
+        reference = f"{reference}:{invoice_id}"
+    plan_cycle_grant(
+        team=subscription.team, plan=plan, cycle_start=start, cycle_end=end, reference=reference
+    )
     if old_provider_id and old_provider_id != subscription_id:  # a change of paid plan
         old = old_provider_id
         transaction.on_commit(
@@ -340,16 +394,14 @@ def subscription_invoice_failed(
     )
     if not created or payment.status == PaymentStatus.SUCCEEDED:
         return False
-    if subscription.provider_subscription_id != subscription_id and subscription.plan.code != (
-        metadata.get("plan") or subscription.plan.code
-    ):
-        return False  # the first payment of a plan the team never reached: nothing to lose
+    if subscription.provider_subscription_id != subscription_id:
+        # The first payment of a plan the team never reached, or a subscription it no longer
+        # has (replaced by a newer plan): nothing to lose, the current plan is not past due.
+        return False
     subscription.status = SubscriptionStatus.PAST_DUE
     subscription.past_due_since = subscription.past_due_since or now
     subscription.save(update_fields=["status", "past_due_since"])
-    deadline = max(subscription.current_cycle_end, now) + timedelta(
-        days=settings.SUBSCRIPTION_GRACE_DAYS
-    )
+    deadline = grace_deadline(subscription)
     team_notify(
         subscription.team_id,
         kind="subscription_payment_failed",
@@ -373,9 +425,12 @@ def subscription_updated(*, subscription: dict[str, Any]) -> None:
     if target is None or target.provider_subscription_id != subscription.get("id"):
         return
     row = _lock_subscription(target.team_id)
+    was_cancelling = row.cancel_at_period_end
     row.cancel_at_period_end = bool(subscription.get("cancel_at_period_end"))
     if row.cancel_at_period_end and row.pending_plan_id is None:
         row.pending_plan = Plan.objects.get(code=FREE)
+    elif was_cancelling and not row.cancel_at_period_end:  # resumed at the provider
+        row.pending_plan = None
     items = (subscription.get("items") or {}).get("data") or []
     if items and items[0].get("quantity"):
         row.quantity = int(items[0]["quantity"])
@@ -402,6 +457,7 @@ def fake_invoice(*, subscription: Subscription, start: datetime, end: datetime) 
     return {
         "id": f"fake_in_{subscription.team_id}_{int(start.timestamp())}",
         "object": "invoice",
+        "billing_reason": "subscription_cycle",
         "amount_paid": plan_price_cents(subscription.plan, subscription.quantity),
         "amount_due": plan_price_cents(subscription.plan, subscription.quantity),
         "subscription": subscription.provider_subscription_id,
@@ -430,20 +486,34 @@ def fake_card_pays(team_id: int) -> bool:
     return FAKE_CARDS.get(method or "", ("", "", "failed", ""))[2] == "succeeded"
 
 
+def grace_deadline(subscription: Subscription) -> datetime:
+    """When an unpaid plan falls to Free: the grace period from the cycle end, or from the
+    failed payment when it failed later (the date the owners were told)."""
+    failed = subscription.past_due_since or subscription.current_cycle_end
+    return max(subscription.current_cycle_end, failed) + timedelta(
+        days=settings.SUBSCRIPTION_GRACE_DAYS
+    )
+
+
 def billed_renewal(subscription: Subscription, now: datetime) -> str:
     """Called by the renew job (holding the subscription's lock) for a cycle that ended:
     "renew" (our job grants the next cycle), "wait" (the provider's invoice will), or "done"
     (the fake provider's invoice was paid, which opened the next cycle)."""
-    if not subscription.provider or subscription.plan.code == FREE:
+    if subscription.plan.code == FREE:
         return "renew"
+    # Cancelled (by the owner, or at the provider): Free from the cycle end. Checked before
+    # the provider, so a paid plan with no provider (set up before payments) is cancelled too.
     if subscription.cancel_at_period_end or subscription.status == SubscriptionStatus.CANCELED:
         subscription.pending_plan = Plan.objects.get(code=FREE)
+        _stop_billing(subscription)  # the provider ends it now too, if it has not already
         _detach(subscription)
         return "renew"
-    grace_over = now >= subscription.current_cycle_end + timedelta(
-        days=settings.SUBSCRIPTION_GRACE_DAYS
-    )
-    if subscription.provider == Provider.FAKE and subscription.status == SubscriptionStatus.ACTIVE:
+    if not subscription.provider:
+        return "renew"
+    if subscription.provider == Provider.FAKE and subscription.status in (
+        SubscriptionStatus.ACTIVE,
+
+    ):
         start, end = cycle_bounds(subscription.current_cycle_end)
         invoice = fake_invoice(subscription=subscription, start=start, end=end)
         if fake_card_pays(subscription.team_id):
@@ -451,15 +521,11 @@ def billed_renewal(subscription: Subscription, now: datetime) -> str:
             return "done"
         subscription_invoice_failed(invoice=invoice, provider=Provider.FAKE, now=now)
         subscription.refresh_from_db()
-    if not grace_over:
+    if now < grace_deadline(subscription):
         return "wait"
     # Unpaid past the grace period: Free from now, and the provider stops billing.
     subscription.pending_plan = Plan.objects.get(code=FREE)
-    if subscription.provider_subscription_id:
-        old, name = subscription.provider_subscription_id, subscription.provider
-        transaction.on_commit(
-            lambda: provider_get(name).subscription_cancel_now(subscription_id=old), robust=True
-        )
+    _stop_billing(subscription)
     _detach(subscription)
     team_notify(
         subscription.team_id,
@@ -471,6 +537,16 @@ def billed_renewal(subscription: Subscription, now: datetime) -> str:
         data={"plan": FREE, "reason": "unpaid"},
     )
     return "renew"
+
+
+def _stop_billing(subscription: Subscription) -> None:
+    """After commit, cancel the provider's subscription we are letting go of: a team we move
+    to Free is never billed again (its late invoices change nothing, see above)."""
+    if subscription.provider_subscription_id:
+        old, name = subscription.provider_subscription_id, subscription.provider
+        transaction.on_commit(
+            lambda: provider_get(name).subscription_cancel_now(subscription_id=old), robust=True
+        )
 
 
 def _detach(subscription: Subscription) -> None:
@@ -497,7 +573,11 @@ def subscription_seats_sync(*, team_id: int) -> int | None:
     """Per-member plans bill one seat per member: bring the provider's quantity in line.
     Returns the quantity set, or None when nothing was to do."""
     subscription = _lock_subscription(team_id)
-    if not subscription.plan.price_per_member or not subscription.provider:
+    if (
+        not subscription.plan.price_per_member
+        or not subscription.provider
+        or subscription.status == SubscriptionStatus.CANCELED  # Stripe refuses to change it
+    ):
         return None
     quantity = seats(team_id)
     if quantity == subscription.quantity:
@@ -523,6 +603,7 @@ def fake_subscription_pay(
     invoice = {
         "id": f"fake_in_{session_id}",
         "object": "invoice",
+        "billing_reason": "subscription_create",
         "amount_paid": plan_price_cents(plan, quantity),
         "subscription": f"fake_sub_{session_id}",
         "subscription_details": {"metadata": {"team_id": str(team_id), "plan": plan.code}},

@@ -298,6 +298,12 @@ def fake_checkout(request: HttpRequest, session_id: str) -> HttpResponse:
     payment = target.get("payment")
     back = "ledger:billing" if payment is not None else "accounts:plan"
     form = FakeCheckoutForm(request.POST or None)
+    if payment is not None and payment.status not in (
+        PaymentStatus.PENDING,
+        PaymentStatus.REQUIRES_ACTION,
+    ):  # paid, failed or cancelled: a second submit changes nothing and says so
+        messages.info(request, "This checkout is closed.")
+        return redirect(back, slug=team.slug)
     if request.method == "POST":
         if "cancel" in request.POST:
             if payment is not None:
@@ -309,12 +315,6 @@ def fake_checkout(request: HttpRequest, session_id: str) -> HttpResponse:
             if payment is None:
                 return _fake_pay_plan(request, membership, target["plan"], session_id, card)
             return _fake_pay(request, payment, card)
-    if payment is not None and payment.status not in (
-        PaymentStatus.PENDING,
-        PaymentStatus.REQUIRES_ACTION,
-    ):
-        messages.info(request, "This checkout is closed.")
-        return redirect(back, slug=team.slug)
     plan = target.get("plan")
     amount = (
         payment_services.usd(payment.amount_cents)
