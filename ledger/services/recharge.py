@@ -269,7 +269,8 @@ def recharge_start(*, team_id: int, trigger: str, now: datetime | None = None) -
     refill = refill_for(settings_row=row, plan=plan)
     if customer is None or not customer.payment_method_id or refill is None:
         return None
-
+    if not plan.can_purchase_credits:  # moved to Free since it was set: Free teams never buy
+        return None
     try:
         with transaction.atomic():
             return Payment.objects.create(

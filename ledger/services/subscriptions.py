@@ -260,7 +260,8 @@ def subscription_invoice_paid(
     *, invoice: dict[str, Any], provider: str = Provider.STRIPE, now: datetime | None = None
 ) -> bool:
     """A paid invoice opens (or renews) the cycle it covers and grants its credits. Returns
-    whether this call did it (False: that invoice was already applied)."""
+    whether this call did it (False: that invoice was already applied, or it is recorded but
+    opens no cycle: prorations only, or a renewal of a subscription the team no longer has)."""
     now = now or timezone.now()
     subscription_id, metadata = _invoice_subscription(invoice)
     target = _target(subscription_id, metadata)
@@ -343,6 +344,10 @@ def subscription_invoice_paid(
             robust=True,
         )
     transaction.on_commit(lambda: team_keys_forget(subscription.team_id))
+    if plan.price_per_member and seats(subscription.team_id) != subscription.quantity:
+        # members joined (or left) between the checkout and its payment: bill them too
+        team_id = subscription.team_id
+        transaction.on_commit(lambda: _seats_sync_enqueue(team_id), robust=True)
     audit_record(
         actor=None,
         team=subscription.team,
@@ -512,7 +517,7 @@ def billed_renewal(subscription: Subscription, now: datetime) -> str:
         return "renew"
     if subscription.provider == Provider.FAKE and subscription.status in (
         SubscriptionStatus.ACTIVE,
-
+        SubscriptionStatus.PAST_DUE,  # the fake provider retries during the grace period too
     ):
         start, end = cycle_bounds(subscription.current_cycle_end)
         invoice = fake_invoice(subscription=subscription, start=start, end=end)
@@ -566,6 +571,12 @@ def _detach(subscription: Subscription) -> None:
 
 
 # ---- seats -------------------------------------------------------------------------------------
+
+
+def _seats_sync_enqueue(team_id: int) -> None:
+    from ledger.tasks import subscription_seats_sync as task  # tasks import the services
+
+    task.delay(team_id)
 
 
 @transaction.atomic

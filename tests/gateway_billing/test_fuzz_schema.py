@@ -5,8 +5,12 @@ positive and negative modes), as one of several callers: API keys (every scope) 
 and a logged-in owner of the first team (the budget writes and the audit log take a session).
 Path parameters are random or the ids of real objects of either team. Each response must not
 be a 5xx and must conform to the schema: a documented status code, content type, headers and
-body. Before fuzzing an operation, hand-written valid requests (SEEDS) must succeed, so the happy
-path is proven to be reached and its responses checked too.
+body. Before fuzzing an operation, hand-written valid requests (`World.seeds`) must succeed, so
+the happy path is proven to be reached and its responses checked too.
+
+Hypothesis drives `operation.as_strategy(...)` directly rather than Schemathesis's pytest
+integration (`schemathesis.pytest.from_fixture`), which fails on pytest 9.2 (it sets
+`Function._nodeid`); every operation is fuzzed and all failures are reported together.
 
 Bounded: FUZZ_MAX_EXAMPLES examples per operation (default 25), derandomized (the same cases on
 every run), no shrinking; about 20 s on 2 CPUs. It runs in `make test`; deselect it with

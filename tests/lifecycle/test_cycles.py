@@ -299,9 +299,18 @@ def test_a_change_after_the_cycle_ended_renews_first(team_factory):
 # ---- the plan page -------------------------------------------------------------------------
 
 
+@pytest.fixture
+def test_mode(settings) -> None:
+    """Paid plans go through the fake payment provider's checkout (no Stripe key)."""
+    settings.STRIPE_SECRET_KEY = ""
+    settings.FAKE_PAYMENTS_ENABLED = True
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("persona", ["owner", "admin_member", "finance", "member"])
-def test_every_member_sees_the_plan_only_owners_get_the_form(request, login_as, team, persona):
+def test_every_member_sees_the_plan_only_owners_get_the_form(
+    request, login_as, team, persona, test_mode
+):
     client = login_as(request.getfixturevalue(persona))
     page = client.get(reverse("accounts:plan", args=[team.slug]))
     assert page.status_code == 200
@@ -322,15 +331,42 @@ def test_outsiders_get_404_and_non_owners_403_on_the_plan_pages(login_as, team, 
 
 
 @pytest.mark.django_db
-def test_the_owner_upgrades_through_the_page(login_as, team_factory):
+def test_the_owner_upgrades_through_checkout_and_downgrades_at_the_cycle_end(
+    login_as, team_factory, test_mode
+):
+    """The page's paid plans go through checkout (here the test-mode one; Stripe's is in
+    tests/payments/test_subscriptions.py): nothing changes until it is paid."""
     team = team_factory(plan="free")
     owner = team.memberships.get().user
     client = login_as(owner, REMOTE_ADDR="203.0.113.9")
-    response = client.post(reverse("accounts:plan_change", args=[team.slug]), {"plan": "pro"})
+    change = reverse("accounts:plan_change", args=[team.slug])
+    response = client.post(change, {"plan": "pro"})
     assert response.status_code == 302
+    assert response["Location"].startswith("/billing/test-checkout/fake_cs_sub_")
+    assert Subscription.objects.get(team=team).plan.code == "free"
+    paid = client.post(response["Location"], {"card": "fake_pm_visa", "pay": "1"}, follow=True)
+    assert "You are on the Pro plan now (test mode)." in paid.content.decode()
     assert Subscription.objects.get(team=team).plan.code == "pro"
-    page = client.get(response["Location"]).content.decode()
-    assert "You are on the Pro plan now." in page
-    assert AuditEntry.objects.get(team=team, action="plan.change").ip == "203.0.113.9"
-    bad = client.post(reverse("accounts:plan_change", args=[team.slug]), {"plan": "nope"})
+    assert balance(team) == PRO
+    assert AuditEntry.objects.filter(team=team, action="plan.invoice_paid").count() == 1
+
+    down = client.post(change, {"plan": "free"}, follow=True)
+    assert "You move to the Free plan at the end of the cycle" in down.content.decode()
+    subscription = Subscription.objects.get(team=team)
+    assert (subscription.plan.code, subscription.pending_plan.code) == ("pro", "free")
+    assert AuditEntry.objects.get(team=team, action="plan.cancel").ip == "203.0.113.9"
+    bad = client.post(change, {"plan": "nope"})
     assert bad.status_code == 400
+    assert "Select a valid choice" in bad.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_paid_plan_without_a_payment_provider_is_a_clear_error(login_as, team_factory, settings):
+    settings.STRIPE_SECRET_KEY = ""
+    settings.FAKE_PAYMENTS_ENABLED = False
+    team = team_factory(plan="free")
+    client = login_as(team.memberships.get().user)
+    response = client.post(reverse("accounts:plan_change", args=[team.slug]), {"plan": "pro"})
+    assert response.status_code == 400
+    assert "Payments are not configured on this server" in response.content.decode()
+    assert Subscription.objects.get(team=team).plan.code == "free"

@@ -5,17 +5,31 @@ It keeps what it created, honours Idempotency-Key (the same key returns the firs
 answers off-session charges by the test card, like Stripe's test mode:
 ``pm_card_visa`` pays, ``pm_card_chargeDeclined`` is declined (402 card_error card_declined),
 ``pm_card_authenticationRequired`` asks for authentication (402 authentication_required).
+
+Hosted Checkout, for browser tests: once a test names the app's webhook endpoint
+(``webhook_url``, with ``webhook_secret``), a Checkout session's ``url`` is a page of this server
+(``/checkout/<session id>``) showing the amount and a "Pay" button. Pressing Pay does what Stripe
+does when a customer pays with the test card ``pm_card_visa``: it completes the session, posts the
+signed events to the app, then sends the browser to the session's ``success_url``. The app calls
+this server back while it handles those events (the card's details), so a server serving the
+page must be threaded. Without ``webhook_url`` sessions keep Stripe-like URLs nobody serves.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import hmac
+import html
 import itertools
 import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -57,7 +71,14 @@ class FakeStripe:
         self.idempotent: dict[str, tuple[int, dict]] = {}
         self.calls: list[tuple[str, str, dict[str, Any], str | None]] = []
         self.fail_next: int | None = None  # answer the next call with this HTTP status
+        # Hosted Checkout (see the module's docstring): on once webhook_url is set.
+        self.webhook_url: str | None = None
+        self.webhook_secret = ""
+        self.deliveries: list[tuple[str, int]] = []  # (event type, the app's HTTP status)
         httpserver.expect_request(re.compile(r"^/v1/.*")).respond_with_handler(self.handle)
+        httpserver.expect_request(re.compile(r"^/checkout/[^/]+$")).respond_with_handler(
+            self.hosted_checkout
+        )
 
     @property
     def base(self) -> str:
@@ -144,7 +165,10 @@ class FakeStripe:
             "payment_intent_data": p.get("payment_intent_data", {}),
             "subscription_data": p.get("subscription_data", {}),
         })  # fmt: skip
-        session["url"] = f"https://checkout.stripe.test/c/pay/{session['id']}"
+        if self.webhook_url:
+            session["url"] = f"{self.base}/checkout/{session['id']}"
+        else:
+            session["url"] = f"https://checkout.stripe.test/c/pay/{session['id']}"
         return status, session
 
     def intent_create(self, p: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -188,6 +212,145 @@ class FakeStripe:
             for item in p.get("items", []):
                 sub["items"]["data"][0]["quantity"] = int(item["quantity"])
         return 200, sub
+
+    # ---- hosted Checkout -------------------------------------------------------------------------
+
+    def hosted_checkout(self, request: Request) -> Response:
+        """GET: the payment page. POST (its "Pay" button): pay with pm_card_visa, post the
+        events to the app, and redirect to the success URL, as Stripe does."""
+        session_id = request.path.rsplit("/", 1)[1]
+        with self.lock:
+            session = self.objects.get(session_id)
+            if session is None or session.get("object") != "checkout.session":
+                return Response("No such Checkout Session.", status=404)
+            if request.method != "POST" or session["status"] != "open":
+                return Response(_checkout_page(session), content_type="text/html; charset=utf-8")
+            if session["mode"] == "subscription":
+                events = self._pay_subscription(session)
+            else:
+                events = self._pay_payment(session)
+        for evt in events:  # outside the lock: the app calls the API back meanwhile
+            self.deliver(evt)
+        success = session["success_url"].replace("{CHECKOUT_SESSION_ID}", session["id"])
+        return Response(status=303, headers={"Location": success})
+
+    def _pay_payment(self, session: dict[str, Any]) -> list[dict[str, Any]]:
+        data = session["payment_intent_data"]
+        _, intent = self.store("pi", {
+            "object": "payment_intent", "amount": session["amount_total"],
+            "amount_received": session["amount_total"], "currency": session["currency"],
+            "customer": session["customer"], "payment_method": "pm_card_visa",
+            "setup_future_usage": data.get("setup_future_usage"),
+            "metadata": data.get("metadata", session["metadata"]),
+            "status": "succeeded", "latest_charge": self.new_id("ch"),
+        })  # fmt: skip
+        session.update(status="complete", payment_status="paid", payment_intent=intent["id"])
+        return [
+            event("checkout.session.completed", _session_object(session)),
+            event("payment_intent.succeeded", dict(intent)),
+        ]
+
+    def _pay_subscription(self, session: dict[str, Any]) -> list[dict[str, Any]]:
+        metadata = session["subscription_data"].get("metadata", {})
+        quantity = int(session["line_items_sent"][0].get("quantity", 1))
+        start = int(time.time())
+        end = _month_later(start)
+        subscription_id = self.new_id("sub")
+        self.objects[subscription_id] = {
+            "id": subscription_id, "object": "subscription", "status": "active",
+            "customer": session["customer"], "metadata": metadata, "cancel_at_period_end": False,
+            "current_period_start": start, "current_period_end": end,
+            "items": {"object": "list",
+                      "data": [{"id": f"si_{subscription_id}", "quantity": quantity}]},
+        }  # fmt: skip
+        details = {"subscription": subscription_id, "metadata": metadata}
+        _, invoice = self.store("in", {
+            "object": "invoice", "billing_reason": "subscription_create", "status": "paid",
+            "customer": session["customer"], "currency": session["currency"],
+            "amount_due": session["amount_total"], "amount_paid": session["amount_total"],
+            "period_start": start, "period_end": end,
+            "parent": {"type": "subscription_details", "subscription_details": details},
+            "lines": {"object": "list", "data": [{
+                "id": self.new_id("il"), "object": "line_item",
+                "amount": session["amount_total"], "currency": session["currency"],
+                "period": {"start": start, "end": end}, "quantity": quantity,
+                "parent": {"type": "subscription_item_details", "subscription_item_details": {
+                    "subscription": subscription_id, "subscription_item": f"si_{subscription_id}",
+                    "proration": False}},
+            }]},
+        })  # fmt: skip
+        session.update(
+            status="complete",
+            payment_status="paid",
+            subscription=subscription_id,
+            invoice=invoice["id"],
+        )
+        return [
+            event("checkout.session.completed", _session_object(session)),
+            event("invoice.paid", dict(invoice)),
+        ]
+
+    def deliver(self, evt: dict[str, Any]) -> int:
+        """POST one signed event to the app's webhook endpoint; returns the answer's status."""
+        if not self.webhook_url:
+            raise RuntimeError("set webhook_url (and webhook_secret) to deliver events")
+        body = json.dumps(evt).encode()
+        request = urllib.request.Request(  # noqa: S310 - the test's own live server
+            self.webhook_url,
+            data=body,
+            headers={
+                "Content-Type": "application/json",
+                "Stripe-Signature": sign(body, self.webhook_secret),
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                status = response.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        self.deliveries.append((evt["type"], status))
+        return status
+
+
+# What we keep on a session that Stripe's session object does not have.
+_SESSION_EXTRAS = ("line_items_sent", "payment_intent_data", "subscription_data")
+
+
+def _session_object(session: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in session.items() if k not in _SESSION_EXTRAS}
+
+
+def _month_later(timestamp: int) -> int:
+    """The same moment a calendar month later (the 31st: the month's last day), as Stripe
+    bills monthly."""
+    start = datetime.fromtimestamp(timestamp, tz=UTC)
+    year, month = start.year + start.month // 12, start.month % 12 + 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return int(start.replace(year=year, month=month, day=day).timestamp())
+
+
+def _checkout_page(session: dict[str, Any]) -> str:
+    item = session["line_items_sent"][0]
+    name = html.escape(item["price_data"]["product_data"]["name"])
+    amount = f"${Decimal(session['amount_total']) / 100:.2f}"
+    per = " per month" if session["mode"] == "subscription" else ""
+    if session["status"] == "open":
+        action = (
+            "<p>Card: Visa ending 4242 (test card <code>pm_card_visa</code>)</p>"
+            f'<form method="post"><button type="submit">Pay</button></form>'
+            f'<p><a href="{html.escape(session["cancel_url"])}">Back</a></p>'
+        )
+    else:
+        action = "<p>This Checkout Session is complete.</p>"
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<link rel="icon" href="data:,"><title>Checkout (Stripe test mode)</title></head>'
+        "<body><main>"
+        "<h1>Checkout <small>test mode</small></h1>"
+        f'<p>{name}</p><p>Amount: <strong id="amount">{amount}</strong>{per}</p>'
+        f"{action}</main></body></html>"
+    )
 
 
 # ---- signed events ------------------------------------------------------------------------------

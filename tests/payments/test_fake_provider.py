@@ -74,7 +74,7 @@ def upgrade(client, team, plan: str = "personal", card: str = "fake_pm_visa"):
 
 
 def test_a_top_up_through_the_fake_checkout_is_credited_once_and_saves_the_card(
-    fake_payments, owner
+    fake_payments, owner, key_client
 ):
     team = owner.team
     client = logged_in(owner.membership)
@@ -108,6 +108,8 @@ def test_a_top_up_through_the_fake_checkout_is_credited_once_and_saves_the_card(
     assert (customer.provider, customer.customer_id) == ("fake", f"fake_cus_{team.pk}")
     assert (customer.payment_method_id, customer.card_last4) == ("fake_pm_visa", "4242")
     assert OutboxEvent.objects.filter(team=team, type="topup.succeeded").count() == 1
+    (listed,) = key_client(team, ["usage:read"]).get("/api/v1/payments").json()["results"]
+    assert (listed["id"], listed["provider"], listed["test_mode"]) == (payment.pk, "fake", True)
 
     # A second submit (back button, double click) credits nothing more and says so.
     again = pay(client, url)

@@ -430,6 +430,34 @@ def test_pro_bills_one_seat_per_member_and_follows_a_new_member(
     assert sub_of(team).quantity == 2
 
 
+def test_a_member_who_joins_between_checkout_and_payment_is_billed_too(
+    stripe_api, subscribed, send, django_capture_on_commit_callbacks
+):
+    team = subscribed("personal")
+    owner = owner_of(team)
+    for email in ("two@example.com", "three@example.com"):
+        _, token = invitation_create(
+            team=team, email=email, role=Role.MEMBER, invited_by=owner.user
+        )
+        if email == "three@example.com":  # the owner is at checkout for Pro by now
+            response = choose(logged_in(owner), team, "pro")
+            assert response.status_code == 302
+            sent = stripe_api.calls_to("POST", "/v1/checkout/sessions")[-1]
+            assert sent["line_items"][0]["quantity"] == "2"
+        with django_capture_on_commit_callbacks(execute=True):
+            invitation_accept(token=token, user=make_user(email))
+    assert stripe_api.calls_to("POST", "/v1/subscriptions/sub_test_A") == []  # Personal: flat
+    paid = invoice_paid(
+        team, sub="sub_test_B", plan="pro", start=second() + timedelta(seconds=1), quantity=2
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        send(paid)
+    (update,) = stripe_api.calls_to("POST", "/v1/subscriptions/sub_test_B")
+    assert update["items"][0]["quantity"] == "3"
+    assert sub_of(team).quantity == 3
+    assert entries(team, EntryKind.PLAN_GRANT) == [FREE, PERSONAL, PRO]  # credits per team
+
+
 @pytest.mark.django_db(transaction=True)
 def test_accepting_an_invitation_through_the_page_updates_the_seats_after_commit(
     stripe_api, team_factory, send
