@@ -36,6 +36,9 @@ CELERY_BEAT_SCHEDULE.update(
         "auto-recharge-sweep": {"task": "ledger.tasks.auto_recharge_sweep", "schedule": 60.0},
         # Stripe events stored but not handled (a crash, a bug since fixed).
         "stripe-events-retry": {"task": "ledger.tasks.stripe_events_retry", "schedule": 60.0},
-        "payments-abandoned": {"task": "ledger.tasks.payments_abandoned_cancel", "schedule": 3600.0},
+        "payments-abandoned": {
+            "task": "ledger.tasks.payments_abandoned_cancel",
+            "schedule": 3600.0,
+        },
     }
 )
