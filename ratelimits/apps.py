@@ -17,3 +17,5 @@ class RatelimitsConfig(AppConfig):
             budgets.after_budget_commit.append(services.on_budget_commit)
         if services.on_usage_commit not in usage.after_usage_commit:
             usage.after_usage_commit.append(services.on_usage_commit)
+        if services.on_usage_replay not in usage.after_usage_replay:
+            usage.after_usage_replay.append(services.on_usage_replay)

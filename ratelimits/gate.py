@@ -128,7 +128,8 @@ return {'ok', bal, held + cost, used + tokens, 0, cost, tonumber(ARGV[4])}
 
 # KEYS: held, holds, hexp, tpmz, tpms
 # ARGV: now_ms, request_id ('' = none), actual_tokens, member, window_ms, event_ms, recount
-#   recount = 1: put the actual tokens in the window (settle); 0: only free the hold (release)
+#   recount = 1: put the actual tokens in the window (settle); 0: only free the hold (release);
+#   2: settle only if the hold is still live, else change nothing (a replayed event)
 _SETTLE = (
     _LUA_COMMON
     + """
@@ -147,7 +148,7 @@ if h then
   end
   at = tonumber(at)
   local actual = tonumber(ARGV[3])
-  if ARGV[7] == '1' and at > cutoff and actual > 0 then
+  if ARGV[7] ~= '0' and at > cutoff and actual > 0 then
     redis.call('ZADD', KEYS[4], at, ARGV[2] .. '|' .. ARGV[3])
     redis.call('INCRBY', KEYS[5], actual)
     redis.call('PEXPIRE', KEYS[4], window)
@@ -255,13 +256,17 @@ class RedisGate:
         args = [now_ms, request_id, tokens, member, WINDOW_MS, event_ms, "1" if recount else "0"]
         return bool(self._settle(keys=keys, args=args))
 
-    def settle_many(self, *, team_id: int, items: list[dict], now_ms: int) -> None:
-        """Settle a batch in one round trip (a pipeline of the settle script)."""
+    def settle_many(
+        self, *, team_id: int, items: list[dict], now_ms: int, only_held: bool = False
+    ) -> None:
+        """Settle a batch in one round trip (a pipeline of the settle script). `only_held`:
+        touch only holds still live (replays: the window counted their usage already)."""
         pipe = self.client.pipeline(transaction=False)
+        mode = "2" if only_held else "1"
         for item in items:
             keys = self._team_keys(team_id)[1:] + self._window_keys(team_id, item["model_id"])
             args = [now_ms, item["request_id"], item["tokens"], item["member"], WINDOW_MS,
-                    item["event_ms"], "1"]  # fmt: skip
+                    item["event_ms"], mode]  # fmt: skip
             self._settle(keys=keys, args=args, client=pipe)
         pipe.execute()
 
@@ -370,6 +375,7 @@ class LocalGate:
         event_ms: int,
         now_ms: int,
         recount: bool = True,
+        only_held: bool = False,
     ) -> bool:
         with self._lock:
             holds = self.holds.setdefault(team_id, {})
@@ -381,13 +387,15 @@ class LocalGate:
                 if recount and hold[2] > cutoff and tokens > 0:
                     window[f"{request_id}|{tokens}"] = (hold[2], tokens)
                 return True
-            if recount and event_ms > cutoff and tokens > 0:
+            if recount and not only_held and event_ms > cutoff and tokens > 0:
                 window.setdefault(f"{member}|{tokens}", (event_ms, tokens))
             return False
 
-    def settle_many(self, *, team_id: int, items: list[dict], now_ms: int) -> None:
+    def settle_many(
+        self, *, team_id: int, items: list[dict], now_ms: int, only_held: bool = False
+    ) -> None:
         for item in items:
-            self.settle(team_id=team_id, now_ms=now_ms, **item)
+            self.settle(team_id=team_id, now_ms=now_ms, only_held=only_held, **item)
 
     def hold_get(self, *, team_id: int, request_id: str) -> Hold | None:
         with self._lock:

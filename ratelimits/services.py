@@ -349,6 +349,25 @@ def on_budget_commit(team_id: int, spends: list) -> None:
         logger.warning("gate: budget mirror not updated", exc_info=True)
 
 
+def on_usage_replay(team_id: int, results: list) -> None:
+    """A replayed event settles its hold if that hold is still live: the attempt that billed
+    the event may have died between its commit and its settle, and the client retried because
+    it never got the answer. Nothing else changes (the usage was counted when it settled)."""
+    items = [
+        {"model_id": r.model_id, "request_id": r.request_id,
+         "tokens": tpm_tokens(provider=r.provider, tokens=r.tokens),
+         "member": f"u:{r.usage_event_id}", "event_ms": _now_ms(r.occurred_at)}
+        for r in results
+        if r.request_id and r.model_id is not None
+    ]  # fmt: skip
+    if not items:
+        return
+    try:
+        gate().settle_many(team_id=team_id, items=items, now_ms=_now_ms(None), only_held=True)
+    except Exception:  # the hold then expires on its own
+        logger.warning("gate: replayed usage not settled", exc_info=True)
+
+
 def on_usage_commit(team_id: int, results: list) -> None:
     """Settle holds (actual amounts replace the estimate) and count tokens in the window, in
     one round trip. Usage without a request_id is summed per model into one window member per

@@ -38,6 +38,9 @@ ZERO = Decimal(0)
 # Hooks run after commit with (team_id, list of newly recorded results); later issues register the TPM
 # window, budget spend, alerts and auto recharge here.
 after_usage_commit: list[Callable[[int, list[EventResult]], None]] = []
+# Hooks run with (team_id, replayed results of events stored by an earlier request): the gate
+# settles a hold the first request committed but never settled (it died in between).
+after_usage_replay: list[Callable[[int, list[EventResult]], None]] = []
 
 
 @dataclass(slots=True)
@@ -270,10 +273,17 @@ def _stored_results(team_id: int, event_ids: list[str]) -> dict[str, tuple[str, 
         "model_id",
         "request_id",
         "project_id",
+        "provider",
+        "occurred_at",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
     )
     stored: dict[str, tuple[str, EventResult]] = {}
     by_pk: dict[int, EventResult] = {}
-    for pk, event_id, digest, state, cost, credits, price_id, model_id, req, project in rows:
+    for (pk, event_id, digest, state, cost, credits, price_id, model_id, req, project, provider,
+         occurred_at, *tokens) in rows:  # fmt: skip
         result = EventResult(
             index=-1,
             status=200,
@@ -287,6 +297,9 @@ def _stored_results(team_id: int, event_ids: list[str]) -> dict[str, tuple[str, 
             request_id=req,
             project_id=project,
             replayed=True,
+            provider=provider,
+            occurred_at=occurred_at,
+            tokens=tuple(tokens),  # type: ignore[arg-type]
         )
         stored[event_id] = (digest, result)
         by_pk[pk] = result
@@ -346,6 +359,7 @@ def usage_record(
             pending[event.event_id] = prepared
 
     created: list[EventResult] = []
+    replayed: list[EventResult] = []
     with transaction.atomic():
         _check_constraints_now()
         inserted = dict((eid, pk) for pk, eid in _insert_events([p.row for p in pending.values()]))
@@ -358,6 +372,8 @@ def usage_record(
                 digest, earlier = stored[eid]
                 results[result.index] = _replay(result.index, earlier, digest, item.event.body_hash)
                 pending[eid].result = results[result.index]  # type: ignore[assignment]
+                if results[result.index].replayed and earlier.request_id:  # type: ignore[union-attr]
+                    replayed.append(results[result.index])  # type: ignore[arg-type]
                 continue
             result.usage_event_id = inserted[eid]
             results[result.index] = result
@@ -384,6 +400,10 @@ def usage_record(
         if created and after_usage_commit:
             team_id = ctx.team_id
             transaction.on_commit(lambda: [hook(team_id, created) for hook in after_usage_commit])
+
+    if replayed:  # stored and committed by an earlier request: no transaction to wait for
+        for hook in after_usage_replay:
+            hook(ctx.team_id, replayed)
 
     for index, event in duplicates:
         first = pending[event.event_id].result

@@ -76,6 +76,31 @@ def test_authorize_places_a_hold_that_usage_settles(
     assert after["tpm"]["used"] == 900 + 1500  # the actual tokens replaced r-1's estimate
 
 
+def test_a_retried_usage_event_settles_the_hold_its_first_attempt_left(
+    funded, key_client, django_capture_on_commit_callbacks
+):
+    """The first attempt commits, then its process dies before the after-commit settle (here:
+    the test transaction never commits, so the hooks never run); the client never got the
+    answer and retries: the replay settles the hold, once."""
+    client = key_client(funded)
+    assert authorize(client, request_id="r-1").status_code == 200
+    usage = {
+        "id": "e-1",
+        "model": "gpt-5",
+        "request_id": "r-1",
+        "usage": {"input_tokens": 800, "output_tokens": 100},
+    }
+    assert client.post("/api/v1/usage", usage, format="json").status_code == 201
+    assert authorize(client, request_id="r-2").json()["balance"]["held"] == "2.250000000"
+
+    for _ in range(2):  # the retry settles r-1; a second replay changes nothing
+        replay = client.post("/api/v1/usage", usage, format="json")
+        assert replay.status_code == 200 and replay.json()["replayed"] is True
+    after = authorize(client, request_id="r-3").json()
+    assert after["balance"]["held"] == "2.250000000"  # r-2 and r-3 only
+    assert after["tpm"]["used"] == 900 + 1500 + 1500  # r-1 at its actual tokens, once
+
+
 def test_plan_limits_come_from_the_seed_table(team_factory, key_client):
     for plan, limit in [("free", 18_000), ("personal", 90_000), ("pro", 180_000)]:
         client = key_client(team_factory(plan=plan))
