@@ -300,3 +300,33 @@ def test_the_payments_api_lists_only_the_callers_payments(
     assert row["payment_intent_id"] == "pi_test_x"
     denied = key_client(owner.team, ["usage:write"]).get("/api/v1/payments")
     assert denied.status_code == 403
+
+
+def test_finance_refunds_from_the_admin_and_the_ledger_follows_stripes_event(
+    stripe_api, owner, send, django_user_model
+):
+    from django.contrib.auth.models import Permission
+
+    _, payment, _ = start_topup(owner.membership)
+    send(session_completed(payment))
+    before = balance(owner.team)
+    staff = django_user_model.objects.create_user("fin@example.com", "fin@example.com", "x")
+    staff.is_staff = True
+    staff.save()
+    changelist = reverse("admin:ledger_payment_changelist")
+    client = Client()
+    client.force_login(staff)
+    data = {"action": "refund_in_full", "_selected_action": [payment.pk]}
+    client.post(changelist, data)  # without the adjust permission: no such action
+    assert stripe_api.calls_to("POST", "/v1/refunds") == []
+    staff.user_permissions.add(
+        Permission.objects.get(codename="view_payment"),
+        Permission.objects.get(codename="adjust_ledger"),
+    )
+    client.force_login(staff)
+    assert client.post(changelist, data).status_code == 302
+    (refund,) = stripe_api.calls_to("POST", "/v1/refunds")
+    assert (refund["payment_intent"], refund["amount"]) == ("pi_test_x", "1000")
+    assert balance(owner.team) == before  # the entry comes with Stripe's event
+    send(charge_refunded(payment, 1000))
+    assert balance(owner.team) == before - 1500 * NANO
