@@ -24,7 +24,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from gateway_billing.errors import ApplicationError
 from ledger.selectors import balance_get
 from ledger.services.alerts import balance_low_threshold_set
-from ledger.services.providers import provider_name
+from ledger.services.providers import test_mode
 from ledger.services.subscriptions import (
     subscription_cancel,
     subscription_checkout_start,
@@ -370,13 +370,6 @@ def project_list(request: HttpRequest, membership: Membership) -> HttpResponse:
 # ---- the plan --------------------------------------------------------------------------------
 
 
-def _test_mode() -> bool:
-    try:
-        return provider_name() == "fake"
-    except ApplicationError:
-        return False
-
-
 def _plan_page(
     request: HttpRequest,
     membership: Membership,
@@ -393,7 +386,7 @@ def _plan_page(
         membership,
         subscription=subscription,
         plans=plans,
-        test_mode=_test_mode(),
+        test_mode=test_mode(),
         form=form
         or PlanChangeForm(plans=plans, initial={"plan": getattr(subscription, "plan", None)}),
     )

@@ -174,10 +174,10 @@ def customer_ensure(*, team: Team, email: str = "") -> PaymentCustomer:
     return customer
 
 
-@transaction.atomic
 def payment_method_save(*, team_id: int, payment_method_id: str) -> None:
-    """The card the customer paid with becomes the one auto recharge charges."""
-    customer = PaymentCustomer.objects.select_for_update().filter(team_id=team_id).first()
+    """The card the customer paid with becomes the one auto recharge charges. The provider is
+    asked for the card's brand and last digits before the row is locked, never under a lock."""
+    customer = PaymentCustomer.objects.filter(team_id=team_id).first()
     if customer is None or not payment_method_id or customer.payment_method_id == payment_method_id:
         return
     try:
@@ -186,12 +186,9 @@ def payment_method_save(*, team_id: int, payment_method_id: str) -> None:
         )
     except ApplicationError:
         brand, last4 = "", ""  # display only: the id is what charges need
-    customer.payment_method_id, customer.card_brand, customer.card_last4 = (
-        payment_method_id,
-        brand,
-        last4,
+    PaymentCustomer.objects.filter(pk=customer.pk).update(
+        payment_method_id=payment_method_id, card_brand=brand, card_last4=last4
     )
-    customer.save(update_fields=["payment_method_id", "card_brand", "card_last4"])
 
 
 # ---- top-ups ----------------------------------------------------------------------------------

@@ -385,6 +385,14 @@ def provider_name() -> str:
     )
 
 
+def test_mode() -> bool:
+    """Payments go to the fake provider (pages say "Test mode")."""
+    try:
+        return provider_name() == "fake"
+    except ApplicationError:
+        return False
+
+
 def provider_get(name: str | None = None) -> PaymentProvider:
     name = name or provider_name()
     if name == "stripe":

@@ -237,7 +237,10 @@ def on_intent_succeeded(obj: dict[str, Any], event: dict[str, Any]) -> None:
     )
     method = _id(obj.get("payment_method"))
     if method and (obj.get("setup_future_usage") == "off_session" or payment.kind == "topup"):
-        payment_method_save(team_id=payment.team_id, payment_method_id=method)
+        team_id = payment.team_id  # the provider is asked for the card after commit
+        transaction.on_commit(
+            lambda: payment_method_save(team_id=team_id, payment_method_id=method), robust=True
+        )
 
 
 def on_intent_failed(obj: dict[str, Any], event: dict[str, Any]) -> None:

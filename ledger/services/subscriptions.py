@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
@@ -457,23 +456,32 @@ def subscription_ended(*, subscription: dict[str, Any]) -> None:
 # ---- the renew job's part ----------------------------------------------------------------------
 
 
-def fake_invoice(*, subscription: Subscription, start: datetime, end: datetime) -> dict[str, Any]:
+def fake_invoice(
+    *,
+    invoice_id: str,
+    subscription_id: str | None,
+    team_id: int,
+    plan: Plan,
+    quantity: int,
+    start: datetime,
+    end: datetime,
+    billing_reason: str,
+) -> dict[str, Any]:
     """The invoice Stripe would send, for the fake provider."""
+    amount = plan_price_cents(plan, quantity)
     return {
-        "id": f"fake_in_{subscription.team_id}_{int(start.timestamp())}",
+        "id": invoice_id,
         "object": "invoice",
-        "billing_reason": "subscription_cycle",
-        "amount_paid": plan_price_cents(subscription.plan, subscription.quantity),
-        "amount_due": plan_price_cents(subscription.plan, subscription.quantity),
-        "subscription": subscription.provider_subscription_id,
-        "subscription_details": {
-            "metadata": {"team_id": str(subscription.team_id), "plan": subscription.plan.code}
-        },
+        "billing_reason": billing_reason,
+        "amount_paid": amount,
+        "amount_due": amount,
+        "subscription": subscription_id,
+        "subscription_details": {"metadata": {"team_id": str(team_id), "plan": plan.code}},
         "lines": {
             "data": [
                 {
                     "period": {"start": int(start.timestamp()), "end": int(end.timestamp())},
-                    "quantity": subscription.quantity,
+                    "quantity": quantity,
                 }
             ]
         },
@@ -520,7 +528,16 @@ def billed_renewal(subscription: Subscription, now: datetime) -> str:
         SubscriptionStatus.PAST_DUE,  # the fake provider retries during the grace period too
     ):
         start, end = cycle_bounds(subscription.current_cycle_end)
-        invoice = fake_invoice(subscription=subscription, start=start, end=end)
+        invoice = fake_invoice(
+            invoice_id=f"fake_in_{subscription.team_id}_{int(start.timestamp())}",
+            subscription_id=subscription.provider_subscription_id,
+            team_id=subscription.team_id,
+            plan=subscription.plan,
+            quantity=subscription.quantity,
+            start=start,
+            end=end,
+            billing_reason="subscription_cycle",
+        )
         if fake_card_pays(subscription.team_id):
             subscription_invoice_paid(invoice=invoice, provider=Provider.FAKE, now=now)
             return "done"
@@ -602,30 +619,19 @@ def subscription_seats_sync(*, team_id: int) -> int | None:
     return quantity
 
 
-def fake_subscription_pay(
-    *, team_id: int, plan_code: str, session_id: str, actor: AbstractBaseUser | None = None
-) -> bool:
+def fake_subscription_pay(*, team_id: int, plan_code: str, session_id: str) -> bool:
     """The fake checkout page's "Pay" for a plan: the invoice Stripe would send, paid now."""
     now = timezone.now()
-    subscription = Subscription.objects.select_related("plan").get(team_id=team_id)
     plan = Plan.objects.get(code=plan_code)
-    quantity = seats(team_id) if plan.price_per_member else 1
     start, end = cycle_bounds(now)
-    invoice = {
-        "id": f"fake_in_{session_id}",
-        "object": "invoice",
-        "billing_reason": "subscription_create",
-        "amount_paid": plan_price_cents(plan, quantity),
-        "subscription": f"fake_sub_{session_id}",
-        "subscription_details": {"metadata": {"team_id": str(team_id), "plan": plan.code}},
-        "lines": {
-            "data": [
-                {
-                    "period": {"start": int(start.timestamp()), "end": int(end.timestamp())},
-                    "quantity": quantity,
-                }
-            ]
-        },
-    }
-    del subscription
+    invoice = fake_invoice(
+        invoice_id=f"fake_in_{session_id}",
+        subscription_id=f"fake_sub_{session_id}",
+        team_id=team_id,
+        plan=plan,
+        quantity=seats(team_id) if plan.price_per_member else 1,
+        start=start,
+        end=end,
+        billing_reason="subscription_create",
+    )
     return subscription_invoice_paid(invoice=invoice, provider=Provider.FAKE, now=now)

@@ -29,7 +29,7 @@ from gateway_billing.errors import ApplicationError, error_body
 from ledger.models import AutoRecharge, Payment, PaymentCustomer, PaymentStatus
 from ledger.selectors import balance_get
 from ledger.services import payments as payment_services
-from ledger.services.providers import FAKE_CARDS, provider_get, provider_name
+from ledger.services.providers import FAKE_CARDS, provider_get, test_mode
 from ledger.services.recharge import auto_recharge_configure, refill_for
 from ledger.services.stripe_events import stripe_event_receive
 from ledger.services.subscriptions import fake_subscription_pay
@@ -51,13 +51,6 @@ def billing_view(view):
         return view(request, membership, **kwargs)
 
     return wrapper
-
-
-def _test_mode() -> bool:
-    try:
-        return provider_name() == "fake"
-    except ApplicationError:
-        return False
 
 
 class TopUpForm(forms.Form):
@@ -150,7 +143,7 @@ def _billing_page(
         customer=PaymentCustomer.objects.filter(team=team).first(),
         payments=payments,
         needs_action=[p for p in payments if p.status == PaymentStatus.REQUIRES_ACTION],
-        test_mode=_test_mode(),
+        test_mode=test_mode(),
         max_usd=settings.TOPUP_MAX_USD,
     )
     return render(request, "ledger/billing.html", context, status=status)
@@ -291,7 +284,7 @@ def _fake_target(request: HttpRequest, session_id: str) -> tuple[Membership, dic
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def fake_checkout(request: HttpRequest, session_id: str) -> HttpResponse:
-    if not _test_mode():
+    if not test_mode():
         raise Http404("Test-mode checkout is off on this server.")
     membership, target = _fake_target(request, session_id)
     team = membership.team
@@ -331,10 +324,8 @@ def fake_checkout(request: HttpRequest, session_id: str) -> HttpResponse:
 
 def _fake_pay(request: HttpRequest, payment: Payment, card: str) -> HttpResponse:
     outcome = FAKE_CARDS[card][2]
-    pays_now = outcome == "succeeded" or (
-        # "authentication required" cards pay when the customer is present
-        outcome == "requires_action"
-    )
+    # "authentication required" cards pay when the customer is present
+    pays_now = outcome in ("succeeded", "requires_action")
     slug = payment.team.slug
     if pays_now:
         payment_services.payment_credit(

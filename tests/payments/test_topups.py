@@ -109,10 +109,11 @@ def test_a_forged_or_stale_signature_is_refused_and_nothing_is_stored(stripe_api
 
 
 def test_payment_intent_before_checkout_completed_credits_once_and_saves_the_card(
-    stripe_api, owner, send
+    stripe_api, owner, send, django_capture_on_commit_callbacks
 ):
     _, payment, _ = start_topup(owner.membership)
-    assert send(intent_succeeded(payment)).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):  # the card is saved after commit
+        assert send(intent_succeeded(payment)).status_code == 200
     assert len(topup_entries(owner.team)) == 1
     assert send(session_completed(payment)).status_code == 200
     assert len(topup_entries(owner.team)) == 1
