@@ -21,3 +21,11 @@ def dispatch_outbox() -> int:
     """The beat job (every minute): the outbox's safety net and the retry scheduler."""
     result = outbox_pump()
     return result.dispatched + result.reclaimed + result.enqueued
+
+
+@shared_task(acks_late=True)
+def api_keys_last_used_flush() -> int:
+    """The beat job (every minute): API keys' last use, recorded off the hot path."""
+    from accounts.authentication import keys_last_used_flush
+
+    return keys_last_used_flush()

@@ -80,6 +80,8 @@ def authorize_observe(response: Any, seconds: float) -> None:
         decision = "server_error"
     elif response.status_code != 200:
         data = getattr(response, "data", None)
+        if data is None and getattr(response, "error_code", None):
+            data = {"error": {"code": response.error_code}}
         error = data.get("error") if isinstance(data, dict) else None
         decision = error.get("code") if isinstance(error, dict) else str(response.status_code)
     AUTHORIZE_SECONDS.observe(seconds)

@@ -18,11 +18,22 @@ exact nano-credits.
 The window is a true sliding window: every reservation or usage is a member of a sorted set
 scored by its time in milliseconds, with a running sum; members older than 60 s are dropped (and
 subtracted) before each decision. No fixed minute boundary exists to burst across.
+
+Hard-capped budgets are held like the balance: a hold reserves its worst case against every
+budget it falls under (a per-budget, per-period held counter beside the mirror of committed
+spend), and settle, release and expiry free it there too. So racing requests cannot overspend
+a budget any more than the balance.
+
+Each team also has an **epoch**, a counter bumped after any change to what its API keys carry
+(revocation, plan, budgets, auto recharge). A process keeps the keys it has resolved in memory
+and the authorize script checks the key's epoch in the same round trip (``stale`` when it moved),
+so a revoked key or a new budget takes effect on the next request without a lookup per request.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,23 +50,38 @@ class GateAnswer:
     retry_after_ms: int = 0
     hold_credits: int = 0  # micro-credits of this request's hold
     hold_expires_ms: int = 0
+    budget_index: int = -1  # budget_exceeded / budget_cold: which budget (0-based)
+    budgets: tuple[tuple[int, int], ...] = ()  # per budget asked about: (spent, held) after
 
 
-Hold = tuple[int, int, int, int, int]  # credits, expires_ms, at_ms, tokens, model_id
+# credits, expires_ms, at_ms, tokens, model_id, budget tags ("<budget id>:<period ms>")
+Hold = tuple[int, int, int, int, int, tuple[str, ...]]
 
 
 def _parse_hold(record: str) -> Hold:
-    credits, expires_ms, at_ms, tokens, model_id = record.split("|")
-    return int(credits), int(expires_ms), int(at_ms), int(tokens), int(model_id)
+    credits, expires_ms, at_ms, tokens, model_id, *rest = record.split("|")
+    tags = tuple(rest[0].split(",")) if rest and rest[0] else ()
+    return int(credits), int(expires_ms), int(at_ms), int(tokens), int(model_id), tags
 
 
 _LUA_COMMON = """
+-- A hold's record: credits|expires|at|tokens|model|tags; tags name the budget periods it holds
+-- ("<budget>:<period ms>", comma-separated). Its budget counters sit beside the team's `held`
+-- key (same hash tag, so the same Redis Cluster slot).
+local function free_budgets(held, record, credits)
+  local tags = string.match(record, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|(.+)$')
+  if not tags then return end
+  local prefix = string.sub(held, 1, -5) .. 'bheld:'
+  for tag in string.gmatch(tags, '[^,]+') do redis.call('DECRBY', prefix .. tag, credits) end
+end
 local function expire_holds(held, holds, hexp, now)
   local gone = redis.call('ZRANGEBYSCORE', hexp, '-inf', now)
   for _, rid in ipairs(gone) do
     local h = redis.call('HGET', holds, rid)
     if h then
-      redis.call('DECRBY', held, tonumber(string.match(h, '^(%d+)|')))
+      local credits = tonumber(string.match(h, '^(%d+)|'))
+      redis.call('DECRBY', held, credits)
+      free_budgets(held, h, credits)
       redis.call('HDEL', holds, rid)
     end
   end
@@ -73,27 +99,49 @@ local function trim_window(z, s, cutoff)
 end
 """
 
-# KEYS: bal, held, holds, hexp, tpmz, tpms
+# KEYS: bal, held, holds, hexp, tpmz, tpms, epoch, then per budget: spent, held
 # ARGV: now_ms, cost, request_id, hold_expires_ms, tokens, limit (-1: none), window_ms, ttl_ms,
-#       model_id, allowance (credits a pending auto recharge adds: spendable beyond the balance)
+#       model_id, allowance (credits a pending auto recharge adds: spendable beyond the balance),
+#       epoch ('*': do not check), then per budget: limit, tag
+# Returns {outcome, balance, held, used, retry_ms, hold, hold_expires, budget index,
+#          then per budget: spent, held}
 _AUTHORIZE = (
     _LUA_COMMON
     + """
+if ARGV[11] ~= '*' and (redis.call('GET', KEYS[7]) or '') ~= ARGV[11] then return {'stale'} end
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[7])
 expire_holds(KEYS[2], KEYS[3], KEYS[4], now)
 local bal = redis.call('HGET', KEYS[1], 'b')
-if not bal then return {'cold', 0, 0, 0, 0, 0, 0} end
+if not bal then return {'cold', 0, 0, 0, 0, 0, 0, -1} end
 bal = tonumber(bal)
 local held = tonumber(redis.call('GET', KEYS[2]) or '0')
 local used = trim_window(KEYS[5], KEYS[6], now - window)
+local nb = (#KEYS - 7) / 2
+local budgets = {}
+for i = 1, nb do
+  local spent = redis.call('GET', KEYS[6 + 2 * i])
+  if not spent then return {'budget_cold', bal, held, used, 0, 0, 0, i - 1} end
+  budgets[2 * i - 1] = tonumber(spent)
+  budgets[2 * i] = math.max(tonumber(redis.call('GET', KEYS[7 + 2 * i]) or '0'), 0)
+end
+local function answer(outcome, retry, hold, expires, index)
+  local out = {outcome, bal, held, used, retry, hold, expires, index}
+  for i = 1, #budgets do out[8 + i] = budgets[i] end
+  return out
+end
 local existing = redis.call('HGET', KEYS[3], ARGV[3])
 if existing then
   local c, e = string.match(existing, '^(%d+)|(%d+)|')
-  return {'existing', bal, held, used, 0, tonumber(c), tonumber(e)}
+  return answer('existing', 0, tonumber(c), tonumber(e), -1)
 end
 local cost = tonumber(ARGV[2])
-if bal - held + tonumber(ARGV[10]) < cost then return {'insufficient', bal, held, used, 0, 0, 0} end
+for i = 1, nb do
+  if budgets[2 * i - 1] + budgets[2 * i] + cost > tonumber(ARGV[10 + 2 * i]) then
+    return answer('budget_exceeded', 0, 0, 0, i - 1)
+  end
+end
+if bal - held + tonumber(ARGV[10]) < cost then return answer('insufficient', 0, 0, 0, -1) end
 local tokens = tonumber(ARGV[5])
 local limit = tonumber(ARGV[6])
 if limit >= 0 and used + tokens > limit then
@@ -107,11 +155,19 @@ if limit >= 0 and used + tokens > limit then
       if freed >= need then retry = tonumber(entries[i + 1]) + window - now; break end
     end
   end
-  return {'rate_limited', bal, held, used, retry, 0, 0}
+  return answer('rate_limited', retry, 0, 0, -1)
 end
 local ttl = tonumber(ARGV[8])
+local tags = {}
+for i = 1, nb do
+  redis.call('INCRBY', KEYS[7 + 2 * i], cost)
+  redis.call('PEXPIRE', KEYS[7 + 2 * i], ttl)
+  budgets[2 * i] = budgets[2 * i] + cost
+  tags[i] = ARGV[11 + 2 * i]
+end
 redis.call('INCRBY', KEYS[2], cost)
-redis.call('HSET', KEYS[3], ARGV[3], cost .. '|' .. ARGV[4] .. '|' .. ARGV[1] .. '|' .. ARGV[5] .. '|' .. ARGV[9])
+redis.call('HSET', KEYS[3], ARGV[3], cost .. '|' .. ARGV[4] .. '|' .. ARGV[1] .. '|' .. ARGV[5]
+  .. '|' .. ARGV[9] .. '|' .. table.concat(tags, ','))
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
@@ -122,7 +178,9 @@ if tokens > 0 then
   redis.call('PEXPIRE', KEYS[5], window)
   redis.call('PEXPIRE', KEYS[6], window)
 end
-return {'ok', bal, held + cost, used + tokens, 0, cost, tonumber(ARGV[4])}
+held = held + cost
+used = used + tokens
+return answer('ok', 0, cost, tonumber(ARGV[4]), -1)
 """
 )
 
@@ -141,6 +199,7 @@ if ARGV[2] ~= '' then h = redis.call('HGET', KEYS[2], ARGV[2]) end
 if h then
   local credits, _, at, est = string.match(h, '^(%d+)|(%d+)|(%d+)|(%d+)|')
   redis.call('DECRBY', KEYS[1], tonumber(credits))
+  free_budgets(KEYS[1], h, tonumber(credits))
   redis.call('HDEL', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[2])
   if redis.call('ZREM', KEYS[4], ARGV[2] .. '|' .. est) == 1 then
@@ -218,6 +277,15 @@ class RedisGate:
         tag = f"gb:gate:{{{team_id}}}"
         return [f"{tag}:tpmz:{model_id}", f"{tag}:tpms:{model_id}"]
 
+    @staticmethod
+    def _epoch_key(team_id: int) -> str:
+        return f"gb:gate:{{{team_id}}}:epoch"
+
+    @staticmethod
+    def _budget_keys(team_id: int, tag: str) -> list[str]:
+        prefix = f"gb:gate:{{{team_id}}}"
+        return [f"{prefix}:bspent:{tag}", f"{prefix}:bheld:{tag}"]
+
     def authorize(
         self,
         *,
@@ -229,16 +297,28 @@ class RedisGate:
         limit: int | None,
         now_ms: int,
         allowance: int = 0,
+        epoch: str = "*",
+        budgets: Sequence[tuple[str, int]] = (),
     ) -> GateAnswer:
+        """`budgets`: the hard-capped budget periods this request falls under, as (tag, limit in
+        micro-credits); `epoch`: the team epoch the caller's key was resolved at ("*": any)."""
         expires = now_ms + HOLD_TTL_MS
         keys = self._team_keys(team_id) + self._window_keys(team_id, model_id)
+        keys.append(self._epoch_key(team_id))
         args = [now_ms, cost, request_id, expires, tokens, -1 if limit is None else limit,
-                WINDOW_MS, HOLD_TTL_MS + WINDOW_MS, model_id, allowance]  # fmt: skip
-        outcome, bal, held, used, retry, hold, hold_exp = self._authorize(keys=keys, args=args)
-        outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+                WINDOW_MS, HOLD_TTL_MS + WINDOW_MS, model_id, allowance, epoch]  # fmt: skip
+        for tag, budget_limit in budgets:
+            keys.extend(self._budget_keys(team_id, tag))
+            args.extend((budget_limit, tag))
+        row = self._authorize(keys=keys, args=args)
+        outcome = row[0].decode() if isinstance(row[0], bytes) else row[0]
+        if outcome == "stale":
+            return GateAnswer("stale")
+        spent_held = row[8:]
         return GateAnswer(
-            outcome, int(bal), int(held), int(used), int(retry), int(hold), int(hold_exp)
-        )
+            outcome, *(int(v) for v in row[1:8]),
+            budgets=tuple(zip(spent_held[::2], spent_held[1::2], strict=True)),
+        )  # fmt: skip
 
     def settle(
         self,
@@ -270,6 +350,27 @@ class RedisGate:
             self._settle(keys=keys, args=args, client=pipe)
         pipe.execute()
 
+    def usage_commit(
+        self, *, team_id: int, balance: tuple[int, int] | None,
+        budget_spends: Sequence[tuple[str, int]], items: list[dict], now_ms: int,
+    ) -> None:  # fmt: skip
+        """After a usage commit, in one round trip and in this order: mirror the balance
+        (micro-credits, version) and the budget spend, then settle (so a freed hold never
+        leaves a moment where neither the hold nor the spend counts)."""
+        pipe = self.client.pipeline(transaction=False)
+        if balance is not None:
+            self._set_balance(keys=self._team_keys(team_id)[:1],
+                              args=[balance[0], balance[1], BALANCE_TTL_MS], client=pipe)  # fmt: skip
+        for tag, spent in budget_spends:
+            self._set_max(keys=self._budget_keys(team_id, tag)[:1], args=[spent, BUDGET_TTL_MS],
+                          client=pipe)  # fmt: skip
+        for item in items:
+            keys = self._team_keys(team_id)[1:] + self._window_keys(team_id, item["model_id"])
+            args = [now_ms, item["request_id"], item["tokens"], item["member"], WINDOW_MS,
+                    item["event_ms"], "1"]  # fmt: skip
+            self._settle(keys=keys, args=args, client=pipe)
+        pipe.execute()
+
     def hold_get(self, *, team_id: int, request_id: str) -> Hold | None:
         record = self.client.hget(self._team_keys(team_id)[2], request_id)
         return _parse_hold(record.decode()) if record else None
@@ -279,17 +380,34 @@ class RedisGate:
             keys=self._team_keys(team_id)[:1], args=[balance, version, BALANCE_TTL_MS]
         )
 
-    @staticmethod
-    def _budget_key(team_id: int, budget_id: int, period_ms: int) -> str:
-        return f"gb:gate:{{{team_id}}}:budget:{budget_id}:{period_ms}"
+    def budget_spent_set(self, *, team_id: int, tag: str, spent: int) -> None:
+        """Mirror a budget period's committed spend (micro-credits; only ever grows)."""
+        self._set_max(keys=self._budget_keys(team_id, tag)[:1], args=[spent, BUDGET_TTL_MS])
 
-    def budget_spent(self, *, team_id: int, periods: list[tuple[int, int]]) -> list[int | None]:
-        keys = [self._budget_key(team_id, b, p) for b, p in periods]
-        return [None if v is None else int(v) for v in self.client.mget(keys)] if keys else []
+    def budget_held(self, *, team_id: int, tag: str, now_ms: int) -> int:
+        self.held(team_id=team_id, now_ms=now_ms)  # expires what is due first
+        return max(int(self.client.get(self._budget_keys(team_id, tag)[1]) or 0), 0)
 
-    def budget_spent_set(self, *, team_id: int, budget_id: int, period_ms: int, spent: int) -> None:
-        key = self._budget_key(team_id, budget_id, period_ms)
-        self._set_max(keys=[key], args=[spent, BUDGET_TTL_MS])
+    def epoch(self, *, team_id: int) -> str:
+        value = self.client.get(self._epoch_key(team_id))
+        return value.decode() if value is not None else ""
+
+    def epoch_bump(self, *, team_id: int) -> None:
+        self.client.incr(self._epoch_key(team_id))
+
+    KEYS_USED = "gb:apikeys:used"
+
+    def key_used(self, *, key_id: int, at_ms: int) -> bool:
+        """Remember a key's last use until the flush job writes it (True: recorded)."""
+        self.client.hset(self.KEYS_USED, str(key_id), at_ms)
+        return True
+
+    def keys_used_take(self) -> dict[int, int]:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(self.KEYS_USED)
+        pipe.delete(self.KEYS_USED)
+        used, _ = pipe.execute()
+        return {int(k): int(v) for k, v in used.items()}
 
     def held(self, *, team_id: int, now_ms: int) -> int:
         return int(self._held(keys=self._team_keys(team_id)[1:4], args=[now_ms]))
@@ -308,12 +426,19 @@ class LocalGate:
         self.balances: dict[int, tuple[int, int]] = {}  # team -> (balance, version)
         self.holds: dict[int, dict[str, Hold]] = {}
         self.windows: dict[tuple[int, int], dict[str, tuple[int, int]]] = {}  # member -> (ms, n)
-        self.budgets: dict[tuple[int, int, int], int] = {}  # (team, budget, period) -> spent
+        self.budgets: dict[tuple[int, str], int] = {}  # (team, budget tag) -> spent
+        self.budget_holds: dict[tuple[int, str], int] = {}  # (team, budget tag) -> held
+        self.epochs: dict[int, int] = {}
+
+    def _free(self, team_id: int, hold: Hold) -> None:
+        for tag in hold[5]:
+            key = (team_id, tag)
+            self.budget_holds[key] = self.budget_holds.get(key, 0) - hold[0]
 
     def _expire_holds(self, team_id: int, now_ms: int) -> dict[str, Hold]:
         holds = self.holds.setdefault(team_id, {})
         for rid in [rid for rid, h in holds.items() if h[1] <= now_ms]:
-            del holds[rid]
+            self._free(team_id, holds.pop(rid))
         return holds
 
     def _window(self, team_id: int, model_id: int, now_ms: int) -> dict[str, tuple[int, int]]:
@@ -334,20 +459,41 @@ class LocalGate:
         limit: int | None,
         now_ms: int,
         allowance: int = 0,
+        epoch: str = "*",
+        budgets: Sequence[tuple[str, int]] = (),
     ) -> GateAnswer:
         with self._lock:
+            if epoch != "*" and epoch != self._epoch(team_id):
+                return GateAnswer("stale")
             holds = self._expire_holds(team_id, now_ms)
             if team_id not in self.balances:
-                return GateAnswer("cold")
+                return GateAnswer("cold", budget_index=-1)
             balance = self.balances[team_id][0]
             held = sum(h[0] for h in holds.values())
             window = self._window(team_id, model_id, now_ms)
             used = sum(n for _, n in window.values())
+            state: list[tuple[int, int]] = []
+            for index, (tag, _) in enumerate(budgets):
+                spent = self.budgets.get((team_id, tag))
+                if spent is None:
+                    return GateAnswer("budget_cold", balance, held, used, budget_index=index)
+                state.append((spent, max(self.budget_holds.get((team_id, tag), 0), 0)))
+
+            def answer(outcome: str, retry: int = 0, hold: int = 0, expires: int = 0,
+                       index: int = -1) -> GateAnswer:  # fmt: skip
+                return GateAnswer(outcome, balance, held, used, retry, hold, expires, index,
+                                  tuple(state))  # fmt: skip
+
             if request_id in holds:
                 h = holds[request_id]
-                return GateAnswer("existing", balance, held, used, 0, h[0], h[1])
+                return answer("existing", hold=h[0], expires=h[1])
+            for index, ((_, budget_limit), (spent, budget_held)) in enumerate(
+                zip(budgets, state, strict=True)
+            ):
+                if spent + budget_held + cost > budget_limit:
+                    return answer("budget_exceeded", index=index)
             if balance - held + allowance < cost:
-                return GateAnswer("insufficient", balance, held, used)
+                return answer("insufficient")
             if limit is not None and used + tokens > limit:
                 retry = WINDOW_MS
                 if tokens <= limit:
@@ -357,12 +503,17 @@ class LocalGate:
                         if freed >= need:
                             retry = at + WINDOW_MS - now_ms
                             break
-                return GateAnswer("rate_limited", balance, held, used, retry)
+                return answer("rate_limited", retry=retry)
             expires = now_ms + HOLD_TTL_MS
-            holds[request_id] = (cost, expires, now_ms, tokens, model_id)
+            tags = tuple(tag for tag, _ in budgets)
+            holds[request_id] = (cost, expires, now_ms, tokens, model_id, tags)
+            for tag in tags:
+                self.budget_holds[(team_id, tag)] = self.budget_holds.get((team_id, tag), 0) + cost
+            state = [(spent, budget_held + cost) for spent, budget_held in state]
             if tokens > 0:
                 window[f"{request_id}|{tokens}"] = (now_ms, tokens)
-            return GateAnswer("ok", balance, held + cost, used + tokens, 0, cost, expires)
+            held, used = held + cost, used + tokens
+            return answer("ok", hold=cost, expires=expires)
 
     def settle(
         self,
@@ -383,6 +534,7 @@ class LocalGate:
             cutoff = now_ms - WINDOW_MS
             hold = holds.pop(request_id, None) if request_id else None
             if hold is not None:
+                self._free(team_id, hold)
                 window.pop(f"{request_id}|{hold[3]}", None)
                 if recount and hold[2] > cutoff and tokens > 0:
                     window[f"{request_id}|{tokens}"] = (hold[2], tokens)
@@ -397,6 +549,16 @@ class LocalGate:
         for item in items:
             self.settle(team_id=team_id, now_ms=now_ms, only_held=only_held, **item)
 
+    def usage_commit(
+        self, *, team_id: int, balance: tuple[int, int] | None,
+        budget_spends: Sequence[tuple[str, int]], items: list[dict], now_ms: int,
+    ) -> None:  # fmt: skip
+        if balance is not None:
+            self.set_balance(team_id=team_id, balance=balance[0], version=balance[1])
+        for tag, spent in budget_spends:
+            self.budget_spent_set(team_id=team_id, tag=tag, spent=spent)
+        self.settle_many(team_id=team_id, items=items, now_ms=now_ms)
+
     def hold_get(self, *, team_id: int, request_id: str) -> Hold | None:
         with self._lock:
             return self.holds.get(team_id, {}).get(request_id)
@@ -407,14 +569,33 @@ class LocalGate:
             if current is None or current[1] < version:
                 self.balances[team_id] = (balance, version)
 
-    def budget_spent(self, *, team_id: int, periods: list[tuple[int, int]]) -> list[int | None]:
+    def budget_spent_set(self, *, team_id: int, tag: str, spent: int) -> None:
         with self._lock:
-            return [self.budgets.get((team_id, b, p)) for b, p in periods]
-
-    def budget_spent_set(self, *, team_id: int, budget_id: int, period_ms: int, spent: int) -> None:
-        with self._lock:
-            key = (team_id, budget_id, period_ms)
+            key = (team_id, tag)
             self.budgets[key] = max(spent, self.budgets.get(key, 0))
+
+    def budget_held(self, *, team_id: int, tag: str, now_ms: int) -> int:
+        with self._lock:
+            self._expire_holds(team_id, now_ms)
+            return max(self.budget_holds.get((team_id, tag), 0), 0)
+
+    def _epoch(self, team_id: int) -> str:
+        value = self.epochs.get(team_id)
+        return "" if value is None else str(value)
+
+    def epoch(self, *, team_id: int) -> str:
+        with self._lock:
+            return self._epoch(team_id)
+
+    def epoch_bump(self, *, team_id: int) -> None:
+        with self._lock:
+            self.epochs[team_id] = self.epochs.get(team_id, 0) + 1
+
+    def key_used(self, *, key_id: int, at_ms: int) -> bool:
+        return False  # nothing flushes this store: the caller writes the row itself
+
+    def keys_used_take(self) -> dict[int, int]:
+        return {}
 
     def held(self, *, team_id: int, now_ms: int) -> int:
         with self._lock:

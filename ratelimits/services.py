@@ -28,6 +28,7 @@ from gateway_billing.permissions import TeamContext
 from ledger.models import BudgetSpend, TeamBalance
 from ledger.services.budgets import period_start
 from ledger.services.recharge import recharge_kick
+from ledger.services.usage import UsageCommit
 from pricing.money import format_credits
 from pricing.rating import UnpricedUsage, Usage, rate
 from pricing.selectors import model_suggestions, price_book
@@ -136,54 +137,58 @@ def _budget_applies(budget: dict, ctx: TeamContext, project: str | None) -> bool
     return ctx.key_id is not None and ctx.key_id == budget["api_key_id"]
 
 
-def _check_budgets(
+def budget_tag(budget_id: int, start: datetime) -> str:
+    """A budget period's name in the gate: "<budget id>:<period start, ms>"."""
+    return f"{budget_id}:{int(start.timestamp() * 1000)}"
+
+
+@dataclass(frozen=True, slots=True)
+class _HeldBudget:
+    budget: dict
+    start: datetime
+    tag: str
+    limit_micro: int  # rounded down: rounding only ever makes the gate stricter
+
+
+def _held_budgets(
     *, ctx: TeamContext, budgets: tuple, cycle_start: datetime | None, project: str | None,
-    cost_nano: int, at: datetime,
-) -> tuple:  # fmt: skip
-    """Refuse when a hard-capped budget's committed spend plus this request's worst case would
-    pass its limit. Spend comes from the gate's mirror (the database when it is cold)."""
-    applicable = [b for b in budgets if _budget_applies(b, ctx, project)]
-    if not applicable:
-        return ()
-    starts = [
-        period_start(period=b["period"], at=at, time_zone=b["team__time_zone"],
-                     cycle_start=cycle_start)
-        for b in applicable
-    ]  # fmt: skip
-    periods = [
-        (b["id"], int(start.timestamp() * 1000))
-        for b, start in zip(applicable, starts, strict=True)
-    ]
-    spent = gate().budget_spent(team_id=ctx.team_id, periods=periods)
+    at: datetime,
+) -> list[_HeldBudget]:  # fmt: skip
+    """The hard-capped budget periods this request falls under."""
+    held = []
+    for b in budgets:
+        if _budget_applies(b, ctx, project):
+            start = period_start(period=b["period"], at=at, time_zone=b["team__time_zone"],
+                                 cycle_start=cycle_start)  # fmt: skip
+            held.append(_HeldBudget(b, start, budget_tag(b["id"], start), b["limit_nano"] // MICRO))
+    return held
+
+
+def _budget_cold_load(*, team_id: int, held: _HeldBudget) -> None:
+    """Mirror a budget period's committed spend from the database (rounded up)."""
+    spent = (
+        BudgetSpend.objects.filter(budget_id=held.budget["id"], period_start=held.start)
+        .values_list("spent_nano", flat=True)
+        .first()
+        or 0
+    )
+    gate().budget_spent_set(team_id=team_id, tag=held.tag, spent=-(-spent // MICRO))
+
+
+def _render_budgets(held: list[_HeldBudget], state: tuple) -> tuple:
     rendered = []
-    for b, start, (budget_id, period_ms), value in zip(
-        applicable, starts, periods, spent, strict=True
-    ):
-        if value is None:  # cold: the committed spend of that period, then mirrored
-            value = (
-                BudgetSpend.objects.filter(budget_id=budget_id, period_start=start)
-                .values_list("spent_nano", flat=True)
-                .first()
-                or 0
-            )
-            gate().budget_spent_set(team_id=ctx.team_id, budget_id=budget_id, period_ms=period_ms,
-                                    spent=value)  # fmt: skip
-        if value + cost_nano > b["limit_nano"]:
-            raise ApplicationError(
-                "budget_exceeded",
-                f"The {b['scope']} budget {b['name']!r} has {format_credits(max(b['limit_nano'] - value, 0))} "
-                f"of {format_credits(b['limit_nano'])} credits left this {b['period']}; this request may "
-                f"cost up to {format_credits(cost_nano)}.",
-                status_code=status.HTTP_402_PAYMENT_REQUIRED,
-                extra={"budget": {"id": b["id"], "name": b["name"], "scope": b["scope"],
-                                  "limit": format_credits(b["limit_nano"]),
-                                  "spent": format_credits(value)}},
-            )  # fmt: skip
+    for h, (spent, reserved) in zip(held, state, strict=True):
+        b = h.budget
         rendered.append({"id": b["id"], "name": b["name"], "scope": b["scope"],
                          "period": b["period"], "limit": format_credits(b["limit_nano"]),
-                         "spent": format_credits(value),
-                         "remaining": format_credits(b["limit_nano"] - value)})  # fmt: skip
+                         "spent": format_credits(spent * MICRO),
+                         "held": format_credits(reserved * MICRO),
+                         "remaining": format_credits(max(h.limit_micro - spent - reserved, 0) * MICRO)})  # fmt: skip
     return tuple(rendered)
+
+
+class StaleKey(Exception):
+    """The team's keys changed since the caller's key was resolved: resolve it again."""
 
 
 def authorize(
@@ -195,9 +200,11 @@ def authorize(
     budgets: tuple = (),
     cycle_start: datetime | None = None,
     recharge: tuple[int, int] | None = None,
+    epoch: str = "*",
 ) -> Decision:
     """`recharge`: the team's auto recharge is pending or can start (refill, threshold in
-    nano-credits): the refill counts as spendable, and a team short of credits starts one."""
+    nano-credits): the refill counts as spendable, and a team short of credits starts one.
+    `epoch`: the team epoch the caller's key was resolved at; raises StaleKey when it moved."""
     book = price_book()
     model = book.model(name=request.model)
     if model is None:
@@ -226,27 +233,50 @@ def authorize(
             fields={"model": ["No price."]}, status_code=422,
         ) from None  # fmt: skip
     cost_micro = -(-cost.nano_credits // MICRO)  # rounded up: a hold never under-reserves
-    checked = _check_budgets(ctx=ctx, budgets=budgets, cycle_start=cycle_start,
-                             project=request.project, cost_nano=cost.nano_credits, at=at)  # fmt: skip
+    held_budgets = _held_budgets(ctx=ctx, budgets=budgets, cycle_start=cycle_start,
+                                 project=request.project, at=at)  # fmt: skip
     tokens = request.estimated_input_tokens + request.max_output_tokens
     limit = tpm_limit(team_id=ctx.team_id, plan_id=plan_id, model_id=model.id)
     request_id = request.request_id or uuid.uuid4().hex
     now_ms = _now_ms(now)
     allowance = recharge[0] // MICRO if recharge else 0
     try:
-        answer = gate().authorize(
-            team_id=ctx.team_id, model_id=model.id, request_id=request_id, cost=cost_micro,
-            tokens=tokens, limit=limit, now_ms=now_ms, allowance=allowance,
-        )  # fmt: skip
-        if answer.outcome == "cold":
-            balance_cold_load(team_id=ctx.team_id)
+        for _ in range(2 + len(held_budgets)):  # each cold part is loaded once, then retried
             answer = gate().authorize(
                 team_id=ctx.team_id, model_id=model.id, request_id=request_id, cost=cost_micro,
-                tokens=tokens, limit=limit, now_ms=now_ms, allowance=allowance,
+                tokens=tokens, limit=limit, now_ms=now_ms, allowance=allowance, epoch=epoch,
+                budgets=[(h.tag, h.limit_micro) for h in held_budgets],
             )  # fmt: skip
+            if answer.outcome == "cold":
+                balance_cold_load(team_id=ctx.team_id)
+            elif answer.outcome == "budget_cold":
+                _budget_cold_load(team_id=ctx.team_id, held=held_budgets[answer.budget_index])
+            else:
+                break
+        if answer.outcome in {"cold", "budget_cold"}:
+            raise RuntimeError("the gate's state did not load")
     except Exception:  # the shared state is unreachable: the documented fallback
         logger.warning("gate unavailable; answering from the fallback policy", exc_info=True)
-        return _fallback(ctx=ctx, request_id=request_id, cost_micro=cost_micro, limit=limit)
+        return _fallback(ctx=ctx, request_id=request_id, cost_micro=cost_micro, limit=limit,
+                         held_budgets=held_budgets)  # fmt: skip
+    if answer.outcome == "stale":
+        raise StaleKey
+    if answer.outcome == "budget_exceeded":
+        h = held_budgets[answer.budget_index]
+        b, (spent, reserved) = h.budget, answer.budgets[answer.budget_index]
+        left = max(h.limit_micro - spent - reserved, 0) * MICRO
+        raise ApplicationError(
+            "budget_exceeded",
+            f"The {b['scope']} budget {b['name']!r} has {format_credits(left)} of "
+            f"{format_credits(b['limit_nano'])} credits left this {b['period']} (running "
+            f"requests hold {format_credits(reserved * MICRO)}); this request may cost up to "
+            f"{format_credits(cost_micro * MICRO)}.",
+            status_code=status.HTTP_402_PAYMENT_REQUIRED,
+            extra={"budget": {"id": b["id"], "name": b["name"], "scope": b["scope"],
+                              "limit": format_credits(b["limit_nano"]),
+                              "spent": format_credits(spent * MICRO),
+                              "held": format_credits(reserved * MICRO)}},
+        )  # fmt: skip
     if recharge and (answer.balance - answer.held) * MICRO < recharge[1]:
         recharge_kick(ctx.team_id)  # short of credits, or about to be: start the refill
     if answer.outcome == "insufficient":
@@ -283,11 +313,16 @@ def authorize(
         held_micro=answer.held,
         tpm_limit=limit,
         tpm_used=answer.used,
-        budgets=checked,
+        budgets=_render_budgets(held_budgets, answer.budgets),
     )
 
 
-def _fallback(*, ctx: TeamContext, request_id: str, cost_micro: int, limit: int | None) -> Decision:
+def _fallback(
+    *, ctx: TeamContext, request_id: str, cost_micro: int, limit: int | None,
+    held_budgets: list[_HeldBudget],
+) -> Decision:  # fmt: skip
+    """Redis is down: TPM follows RATE_LIMIT_FAIL_OPEN; credits and hard caps are checked
+    against the database's committed figures (no hold can be placed)."""
     if limit is not None and not settings.RATE_LIMIT_FAIL_OPEN:
         raise ApplicationError(
             "rate_limiter_unavailable",
@@ -295,6 +330,26 @@ def _fallback(*, ctx: TeamContext, request_id: str, cost_micro: int, limit: int 
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )
+    for h in held_budgets:
+        spent = (
+            BudgetSpend.objects.filter(budget_id=h.budget["id"], period_start=h.start)
+            .values_list("spent_nano", flat=True)
+            .first()
+            or 0
+        )
+        if spent + cost_micro * MICRO > h.budget["limit_nano"]:
+            b = h.budget
+            raise ApplicationError(
+                "budget_exceeded",
+                f"The {b['scope']} budget {b['name']!r} has "
+                f"{format_credits(max(b['limit_nano'] - spent, 0))} of "
+                f"{format_credits(b['limit_nano'])} credits left this {b['period']}; this "
+                f"request may cost up to {format_credits(cost_micro * MICRO)}.",
+                status_code=status.HTTP_402_PAYMENT_REQUIRED,
+                extra={"budget": {"id": b["id"], "name": b["name"], "scope": b["scope"],
+                                  "limit": format_credits(b["limit_nano"]),
+                                  "spent": format_credits(spent), "held": "0"}},
+            )  # fmt: skip
     balance = (
         TeamBalance.objects.filter(team_id=ctx.team_id)
         .values_list("balance_nano", flat=True)
@@ -343,8 +398,8 @@ def on_book_commit(team_id: int, balance_nano: int, version: int) -> None:
 def on_budget_commit(team_id: int, spends: list) -> None:
     try:
         for budget_id, start, spent in spends:
-            gate().budget_spent_set(team_id=team_id, budget_id=budget_id,
-                                    period_ms=int(start.timestamp() * 1000), spent=spent)  # fmt: skip
+            gate().budget_spent_set(team_id=team_id, tag=budget_tag(budget_id, start),
+                                    spent=-(-spent // MICRO))  # fmt: skip
     except Exception:  # rebuilt from the database on the next cold read
         logger.warning("gate: budget mirror not updated", exc_info=True)
 
@@ -368,10 +423,11 @@ def on_usage_replay(team_id: int, results: list) -> None:
         logger.warning("gate: replayed usage not settled", exc_info=True)
 
 
-def on_usage_commit(team_id: int, results: list) -> None:
-    """Settle holds (actual amounts replace the estimate) and count tokens in the window, in
-    one round trip. Usage without a request_id is summed per model into one window member per
-    batch, timed at its latest event (it then leaves the window last: never early)."""
+def on_usage_commit(team_id: int, results: list, change: UsageCommit | None = None) -> None:
+    """Mirror the new balance and budget spend, then settle holds (actual amounts replace the
+    estimate) and count tokens in the window: one round trip. Usage without a request_id is
+    summed per model into one window member per batch, timed at its latest event (it then
+    leaves the window last: never early)."""
     items: list[dict] = []
     plain: dict[int, dict] = {}
     for r in results:
@@ -389,7 +445,14 @@ def on_usage_commit(team_id: int, results: list) -> None:
     for model_id, group in plain.items():
         items.append({"model_id": model_id, "request_id": "", "tokens": group["tokens"],
                       "member": f"u:{group['first']}:{model_id}", "event_ms": group["event_ms"]})  # fmt: skip
+    change = change or UsageCommit()
+    balance = None
+    if change.balance is not None:
+        balance = (change.balance[0] // MICRO, change.balance[1])
+    spends = [(budget_tag(budget_id, start), -(-spent // MICRO))
+              for budget_id, start, spent in change.budget_spends]  # fmt: skip
     try:
-        gate().settle_many(team_id=team_id, items=items, now_ms=_now_ms(None))
-    except Exception:  # usage is recorded regardless; holds then expire on their own
+        gate().usage_commit(team_id=team_id, balance=balance, budget_spends=spends, items=items,
+                            now_ms=_now_ms(None))  # fmt: skip
+    except Exception:  # usage is recorded regardless; holds expire, mirrors rebuild when cold
         logger.warning("gate: usage not settled", exc_info=True)

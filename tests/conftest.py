@@ -14,6 +14,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from accounts import services as account_services
+from accounts.authentication import keys_forget_all
 from accounts.models import ApiKey, Membership, Plan, Role, Team
 from pricing.selectors import forget_book
 
@@ -27,9 +28,11 @@ PASSWORD = "correct horse battery staple"
 def _clear_cache():
     cache.clear()
     forget_book()  # the next price_book() call compares with the (now empty) shared version
+    keys_forget_all()
     yield
     cache.clear()
     forget_book()
+    keys_forget_all()
 
 
 @pytest.fixture

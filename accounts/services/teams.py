@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.urls import reverse
@@ -23,7 +22,7 @@ from django.utils.text import slugify
 from gateway_billing.errors import ApplicationError
 from ledger.services.credits import plan_cycle_grant
 
-from ..authentication import key_cache_key
+from ..authentication import team_keys_forget
 from ..keys import hash_secret, new_api_key, new_token
 from ..models import (
     ALL_SCOPES,
@@ -211,15 +210,14 @@ def api_key_create(
 
 @transaction.atomic
 def api_key_revoke(*, key: ApiKey, actor: User | None = None, ip: str | None = None) -> ApiKey:
-    """Revoke a key; its next request is refused. The cached lookup is dropped now and again
-    after commit, so a request that re-cached the key in between cannot keep it alive."""
+    """Revoke a key; its next request is refused: after commit the team's epoch moves, so every
+    process loads the key again (and finds it revoked)."""
     locked = ApiKey.objects.select_for_update().get(pk=key.pk)
     if locked.revoked_at is None:
         locked.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])
-        cache_key = key_cache_key(locked.key_hash)
-        cache.delete(cache_key)
-        transaction.on_commit(lambda: cache.delete(cache_key))
+        team_id = locked.team_id
+        transaction.on_commit(lambda: team_keys_forget(team_id))
         audit_record(
             actor=actor,
             team=locked.team,

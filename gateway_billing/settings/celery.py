@@ -27,6 +27,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "renew-cycles": {"task": "ledger.tasks.renew_cycles", "schedule": 60.0},
     # The outbox safety net and the webhook retry scheduler.
     "dispatch-outbox": {"task": "accounts.tasks.dispatch_outbox", "schedule": 60.0},
+    # API keys' last use, recorded in Redis on the hot path.
+    "api-keys-last-used": {"task": "accounts.tasks.api_keys_last_used_flush", "schedule": 60.0},
     # Tamper evidence: hash the ledger entries written since the last run.
     "chain-ledger": {"task": "ledger.tasks.chain_ledger", "schedule": 60.0},
 }

@@ -299,8 +299,10 @@ class Book:
 
     # ---- closing -------------------------------------------------------------------------------
 
-    def close(self) -> list[EntryDraft]:
-        """Write the lots, the balance and the entries. Refuses a book that does not add up."""
+    def close(self, *, notify: bool = True) -> list[EntryDraft]:
+        """Write the lots, the balance and the entries. Refuses a book that does not add up.
+        With `notify` the after_book_commit hooks get the new balance after commit (without,
+        the caller passes `self.balance` and `self.version` on itself)."""
         if sum(lot.remaining for lot in self.lots) - self.overdraft != self.balance:
             raise LedgerInvariantError(f"team {self.team_id}: lots and balance disagree")
         dirty = [(lot.remaining, lot.id) for lot in self.lots + self.retired if lot.dirty]
@@ -334,7 +336,7 @@ class Book:
             _insert_entries(entries)
         for lot in self.lots:
             lot.dirty = False
-        if after_book_commit:
+        if notify and after_book_commit:
             team_id, balance_nano, version = self.team_id, self.balance, self.version
             transaction.on_commit(
                 lambda: [hook(team_id, balance_nano, version) for hook in after_book_commit]

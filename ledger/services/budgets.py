@@ -83,14 +83,17 @@ _UPSERT = (
 
 
 def budgets_after_debit(
-    *, book: Book, results: Iterable[Any], member_id: int | None, key_id: int | None
-) -> None:
-    """Add billed usage to its budgets and fire the crossed thresholds (call before close)."""
+    *, book: Book, results: Iterable[Any], member_id: int | None, key_id: int | None,
+    notify: bool = True,
+) -> list[tuple[int, datetime, int]]:  # fmt: skip
+    """Add billed usage to its budgets and fire the crossed thresholds (call before close).
+    Returns (budget id, period start, spent after) per period touched; with `notify` the
+    after_budget_commit hooks get them after commit (without, the caller passes them on)."""
     if not book.has_budgets:
-        return
+        return []
     budgets = list(Budget.objects.filter(team_id=book.team_id).select_related("team"))
     if not budgets:
-        return
+        return []
     cycle_start = None
     if any(b.period == BudgetPeriod.CYCLE for b in budgets):
         cycle_start = (
@@ -116,9 +119,10 @@ def budgets_after_debit(
             after = cursor.fetchone()[0]
             mirrored.append((budget_id, start, after))
             _alert(by_id[budget_id], before=after - delta, after=after, start=start)
-    if mirrored and after_budget_commit:
+    if notify and mirrored and after_budget_commit:
         team_id = book.team_id
         transaction.on_commit(lambda: [hook(team_id, mirrored) for hook in after_budget_commit])
+    return mirrored
 
 
 def _alert(budget: Budget, *, before: int, after: int, start: datetime) -> None:

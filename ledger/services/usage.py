@@ -35,9 +35,9 @@ from .budgets import budgets_after_debit
 MAX_BATCH = 1000
 ZERO = Decimal(0)
 
-# Hooks run after commit with (team_id, list of newly recorded results); later issues register the TPM
-# window, budget spend, alerts and auto recharge here.
-after_usage_commit: list[Callable[[int, list[EventResult]], None]] = []
+# Hooks run after commit with (team_id, newly recorded results, UsageCommit): the gate settles
+# holds, counts tokens and mirrors the balance and budget spend, all in one round trip.
+after_usage_commit: list[Callable[[int, list[EventResult], UsageCommit], None]] = []
 # Hooks run with (team_id, replayed results of events stored by an earlier request): the gate
 # settles a hold the first request committed but never settled (it died in between).
 after_usage_replay: list[Callable[[int, list[EventResult]], None]] = []
@@ -62,6 +62,15 @@ class EventResult:
     replayed: bool = False
     provider: str = ""
     occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCommit:
+    """What a usage transaction changed besides its events: the team's balance (None when
+    nothing was billed) and its budget periods' spend: (budget id, period start, spent)."""
+
+    balance: tuple[int, int] | None = None  # (balance nano-credits, version)
+    budget_spends: tuple[tuple[int, datetime, int], ...] = ()
 
 
 @dataclass(slots=True)
@@ -109,11 +118,12 @@ _insert_events = BulkInsert(
 )
 
 
-def _check_constraints_now() -> None:
+def _check_constraints_now(rows: int) -> None:
     """Foreign keys are checked as rows are written, not at COMMIT (Django declares them
     deferred): the events' checks then run before the team's lock is taken, and the lock is
-    not held through thousands of checks at commit."""
-    if connection.vendor == "postgresql":
+    not held through thousands of checks at commit. (For one event the round trip costs more
+    than the checks it moves.)"""
+    if rows > 1 and connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
@@ -361,7 +371,7 @@ def usage_record(
     created: list[EventResult] = []
     replayed: list[EventResult] = []
     with transaction.atomic():
-        _check_constraints_now()
+        _check_constraints_now(len(pending))
         inserted = dict((eid, pk) for pk, eid in _insert_events([p.row for p in pending.values()]))
         conflicts = [eid for eid in pending if eid not in inserted]
         stored = _stored_results(ctx.team_id, conflicts) if conflicts else {}
@@ -392,14 +402,18 @@ def usage_record(
                     credits_per_usd=credits_per_usd,
                 )
                 result.balance = {"total": entry.balance_after, **entry.buckets_after}
+        change = UsageCommit()
         if book is not None:
             alerts_after_debit(book=book)
-            budgets_after_debit(book=book, results=created, member_id=ctx.member_id,
-                                key_id=ctx.key_id)  # fmt: skip
-            book.close()
+            spends = budgets_after_debit(book=book, results=created, member_id=ctx.member_id,
+                                         key_id=ctx.key_id, notify=False)  # fmt: skip
+            book.close(notify=False)  # the usage hooks carry the balance
+            change = UsageCommit((book.balance, book.version), tuple(spends))
         if created and after_usage_commit:
             team_id = ctx.team_id
-            transaction.on_commit(lambda: [hook(team_id, created) for hook in after_usage_commit])
+            transaction.on_commit(
+                lambda: [hook(team_id, created, change) for hook in after_usage_commit]
+            )
 
     if replayed:  # stored and committed by an earlier request: no transaction to wait for
         for hook in after_usage_replay:

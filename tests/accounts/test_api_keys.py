@@ -5,6 +5,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from accounts import services
+from accounts.authentication import keys_last_used_flush
 from accounts.models import ApiKey, Project
 
 ME = "/api/v1/me"
@@ -74,6 +75,7 @@ def test_the_secret_authenticates_me(client, owner):
         "scopes": ["authorize", "usage:write"],
         "key_prefix": key.prefix,
     }
+    assert keys_last_used_flush() == 1  # recorded in Redis, written by the beat job
     key.refresh_from_db()
     assert key.last_used_at is not None
 

@@ -294,3 +294,100 @@ def test_an_upgrade_raises_the_limit_at_once(
     with django_capture_on_commit_callbacks(execute=True):
         subscription_change_plan(team=team, plan=Plan.objects.get(code="pro"), actor=owner)
     assert authorize(api).json()["tpm"]["limit"] == 180_000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_requests_never_overspend_a_hard_capped_budget(team_factory, key_factory, catalog):
+    """Plenty of credits, a project budget with room for exactly 10 worst-case requests: holds
+    reserve the budget as they reserve the balance, so 40 racing callers get 10 answers yes."""
+    from accounts.services import project_create
+    from ledger.models import BudgetSpend
+    from ledger.services.budgets import budget_create
+
+    team = team_factory(plan="pro")
+    grant(team, 1000)
+    web = project_create(team=team, slug="web")
+    budget = budget_create(team=team, actor=None, name="Web cap", scope="project",
+                           project=web, period="month", limit_nano=11_250_000_000,
+                           hard_cap=True)  # fmt: skip
+    _, secret = key_factory(team)
+    barrier = threading.Barrier(40)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        try:
+            barrier.wait()
+            response = authorize(client, request_id=f"b-{i}", project="web")
+            if response.status_code == 200:
+                usage = {"id": f"u-{i}", "model": "gpt-5", "request_id": f"b-{i}",
+                         "project": "web",
+                         "usage": {"input_tokens": 1000, "output_tokens": 500}}  # fmt: skip
+                assert client.post("/api/v1/usage", usage, format="json").status_code == 201
+            else:
+                assert response.json()["error"]["code"] == "budget_exceeded"
+            with lock:
+                statuses.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(set(statuses)) == [200, 402] and statuses.count(200) == 10
+    spent = BudgetSpend.objects.get(budget=budget).spent_nano
+    assert spent == 11_250_000_000  # exactly the cap, never past it
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert authorize(client, project="web").json()["error"]["budget"]["held"] == "0.000000000"
+
+
+def test_a_budget_hold_is_freed_by_release(team, owner, key_client):
+    from ledger.services.budgets import budget_create
+
+    grant(team, 100)
+    budget_create(team=team, actor=owner.user, name="Cap", scope="team", period="day",
+                  limit_nano=2 * 10**9, hard_cap=True)  # fmt: skip
+    client = key_client(team)
+    first = authorize(client, request_id="one")
+    assert first.json()["budgets"][0] | {"id": None} == {
+        "id": None, "name": "Cap", "scope": "team", "period": "day", "limit": "2.000000000",
+        "spent": "0.000000000", "held": "1.125000000", "remaining": "0.875000000",
+    }  # fmt: skip
+    refused = authorize(client, request_id="two")  # 1.125 held + 1.125 > 2
+    assert refused.status_code == 402 and "hold 1.125000000" in refused.json()["error"]["message"]
+    assert client.post("/api/v1/authorize/one/release").status_code == 204
+    assert authorize(client, request_id="two").status_code == 200
+
+
+def test_key_changes_reach_authorize_on_the_next_request(
+    team, owner, key_factory, django_capture_on_commit_callbacks
+):
+    """Keys are remembered per process; a change bumps the team's epoch, which the gate checks
+    in the same round trip: a new hard cap applies and a revoked key is refused at once."""
+    from django.test import Client
+
+    from accounts.services import api_key_revoke
+    from ledger.services.budgets import budget_create
+
+    grant(team, 100)
+    key, secret = key_factory(team)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")  # plain Django: the fast path
+
+    def ask():
+        return client.post("/api/v1/authorize", ASK, content_type="application/json")
+
+    assert ask().json()["budgets"] == []
+    with django_capture_on_commit_callbacks(execute=True):
+        budget_create(team=team, actor=owner.user, name="Tiny", scope="team", period="month",
+                      limit_nano=10**9, hard_cap=True)  # fmt: skip
+    refused = ask()
+    assert (refused.status_code, refused.json()["error"]["code"]) == (402, "budget_exceeded")
+    with django_capture_on_commit_callbacks(execute=True):
+        api_key_revoke(key=key, actor=owner.user)
+    gone = ask()
+    assert gone.status_code == 401 and gone.json()["error"]["code"] == "unauthenticated"

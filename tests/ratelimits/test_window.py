@@ -18,9 +18,9 @@ def store(request):
     return RedisGate(client)
 
 
-def reserve(store, rid, tokens, at, *, limit=1000, cost=1, team=T):
+def reserve(store, rid, tokens, at, *, limit=1000, cost=1, team=T, budgets=(), epoch="*"):
     return store.authorize(team_id=team, model_id=M, request_id=rid, cost=cost, tokens=tokens,
-                           limit=limit, now_ms=at)  # fmt: skip
+                           limit=limit, now_ms=at, budgets=budgets, epoch=epoch)  # fmt: skip
 
 
 def test_cold_until_the_balance_is_mirrored(store):
@@ -122,3 +122,65 @@ def test_teams_do_not_share_state(store):
     assert reserve(store, "x", 1000, 0, cost=10, team=1).outcome == "ok"
     assert reserve(store, "x", 1000, 0, cost=10, team=2).outcome == "ok"  # same id, other team
     assert store.hold_get(team_id=2, request_id="x")[0] == 10
+
+
+# ---- hard-capped budgets: held like the balance -----------------------------------------------
+
+CAP = [("b1:0", 100)]  # one budget period, limit 100 micro-credits
+
+
+def test_a_budget_must_be_mirrored_before_it_is_held(store):
+    store.set_balance(team_id=T, balance=10**9, version=1)
+    answer = reserve(store, "a", 1, 0, cost=10, budgets=CAP)
+    assert (answer.outcome, answer.budget_index) == ("budget_cold", 0)
+    assert store.hold_get(team_id=T, request_id="a") is None  # nothing reserved
+    store.budget_spent_set(team_id=T, tag="b1:0", spent=30)
+    answer = reserve(store, "a", 1, 0, cost=10, budgets=CAP)
+    assert (answer.outcome, answer.budgets) == ("ok", ((30, 10),))
+
+
+def test_holds_count_against_a_hard_cap_until_settle_release_or_expiry(store):
+    store.set_balance(team_id=T, balance=10**9, version=1)
+    store.budget_spent_set(team_id=T, tag="b1:0", spent=30)
+    assert reserve(store, "a", 1, 0, cost=40, budgets=CAP).outcome == "ok"  # 30 + 40 held
+    refused = reserve(store, "b", 1, 1, cost=40, budgets=CAP)  # 30 + 40 + 40 > 100
+    assert (refused.outcome, refused.budget_index, refused.budgets) == (
+        "budget_exceeded", 0, ((30, 40),),
+    )  # fmt: skip
+    assert reserve(store, "c", 1, 2, cost=30, budgets=CAP).outcome == "ok"  # exactly 100
+    # release frees its share of the budget
+    store.settle(team_id=T, model_id=M, request_id="c", tokens=0, member="", event_ms=0,
+                 now_ms=3, recount=False)  # fmt: skip
+    assert store.budget_held(team_id=T, tag="b1:0", now_ms=4) == 40
+    # settle frees the hold; the committed spend arrives through the mirror
+    store.budget_spent_set(team_id=T, tag="b1:0", spent=55)
+    store.settle(team_id=T, model_id=M, request_id="a", tokens=1, member="u:1", event_ms=5,
+                 now_ms=5)  # fmt: skip
+    assert store.budget_held(team_id=T, tag="b1:0", now_ms=6) == 0
+    # expiry frees it too
+    assert reserve(store, "d", 1, 10, cost=45, budgets=CAP).outcome == "ok"  # 55 + 45
+    assert reserve(store, "e", 1, 11, cost=1, budgets=CAP).outcome == "budget_exceeded"
+    assert store.budget_held(team_id=T, tag="b1:0", now_ms=10 + HOLD_TTL_MS) == 0
+    assert reserve(store, "e", 1, 10 + HOLD_TTL_MS, cost=45, budgets=CAP).outcome == "ok"
+
+
+def test_a_budget_refusal_holds_nothing_anywhere(store):
+    store.set_balance(team_id=T, balance=10**9, version=1)
+    store.budget_spent_set(team_id=T, tag="b1:0", spent=0)
+    store.budget_spent_set(team_id=T, tag="b2:0", spent=95)
+    both = [("b1:0", 100), ("b2:0", 100)]
+    refused = reserve(store, "a", 50, 0, cost=10, budgets=both)
+    assert (refused.outcome, refused.budget_index) == ("budget_exceeded", 1)
+    assert store.held(team_id=T, now_ms=1) == 0
+    assert store.budget_held(team_id=T, tag="b1:0", now_ms=1) == 0
+    assert store.window_used(team_id=T, model_id=M, now_ms=1) == 0
+
+
+def test_a_moved_epoch_answers_stale_and_changes_nothing(store):
+    store.set_balance(team_id=T, balance=100, version=1)
+    epoch = store.epoch(team_id=T)
+    assert reserve(store, "a", 1, 0, cost=10, epoch=epoch).outcome == "ok"
+    store.epoch_bump(team_id=T)
+    assert reserve(store, "b", 1, 1, cost=10, epoch=epoch).outcome == "stale"
+    assert store.held(team_id=T, now_ms=2) == 10  # only "a"
+    assert reserve(store, "b", 1, 1, cost=10, epoch=store.epoch(team_id=T)).outcome == "ok"
