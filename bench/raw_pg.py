@@ -1,5 +1,6 @@
 """The raw baseline: the same usage-event and ledger-entry rows (plus the balance-row update)
-written by a plain psycopg client, batched like the API batches them, with no Django, no
+written by a plain psycopg client, batched like the API batches them (all rows of a statement
+as one JSON text of positional arrays, dumped by orjson: ledger/bulk.py), with no Django, no
 validation, no rating and no HTTP. What the API reaches as a share of this is its overhead."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import orjson
 import psycopg
 
 EVENT_SQL = """
@@ -18,21 +20,25 @@ INSERT INTO ledger_usageevent (team_id, api_key_id, event_id, request_id, body_h
   cache_read_tokens, cache_write_tokens, images, megapixels, video_seconds, videos, requests,
   gpu_seconds, gpu_type, usage_format, raw_usage, metadata, state, unrated_reason, price_id,
   cost_usd, credits_nano)
-SELECT t, k, e, '', h, 'openai', m, now(), now(), 200, i, o, c, 0, 0, 0, 0, 0, 0, 0, '',
-  'canonical', r::jsonb, '{}'::jsonb, 'billed', '', p, u, n
-FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::bigint[], %b::bigint[],
-  %b::bigint[], %b::bigint[], %b::text[], %b::bigint[], %b::numeric[], %b::bigint[])
-  AS x(t, k, e, h, m, i, o, c, r, p, u, n)
+SELECT (r->>0)::bigint, (r->>1)::bigint, r->>2, '', r->>3, 'openai', (r->>4)::bigint, now(),
+  now(), 200, (r->>5)::bigint, (r->>6)::bigint, (r->>7)::bigint, 0, 0, 0, 0, 0, 0, 0, '',
+  'canonical', (r->>8)::jsonb, '{}'::jsonb, 'billed', '', (r->>9)::bigint, (r->>10)::numeric,
+  (r->>11)::bigint
+FROM json_array_elements(%s::json) AS r
 ON CONFLICT (team_id, event_id) DO NOTHING
 RETURNING id
 """
 ENTRY_SQL = """
 INSERT INTO ledger_ledgerentry (team_id, kind, amount_nano, balance_after_nano, buckets_after,
   allocations, reference, usage_event_id, price_id, credits_per_usd, reason, created_at)
-SELECT t, 'usage', a, b, s::jsonb, l::jsonb, ref, ev, p, 180, '', now()
-FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[],
-  %b::bigint[], %b::bigint[]) AS x(t, a, b, s, l, ref, ev, p)
+SELECT (r->>0)::bigint, 'usage', (r->>1)::bigint, (r->>2)::bigint, (r->>3)::jsonb,
+  (r->>4)::jsonb, r->>5, (r->>6)::bigint, (r->>7)::bigint, 180, '', now()
+FROM json_array_elements(%s::json) AS r
 """
+
+
+def _rows(*columns: list) -> str:
+    return orjson.dumps(list(zip(*columns, strict=True)), default=str).decode()
 
 
 def _fixtures(dsn: str) -> tuple[list[tuple[int, int]], int, int]:
@@ -53,8 +59,9 @@ def _write(conn: psycopg.Connection, team_key: tuple[int, int], model_id: int, p
     with conn.transaction():
         rows = conn.execute(
             EVENT_SQL,
-            [[team] * n, [key] * n, ids, ["0" * 32] * n, [model_id] * n, [700] * n, [300] * n,
-             [64] * n, [raw] * n, [price_id] * n, [Decimal("0.003883")] * n, [698_940_000] * n],
+            [_rows([team] * n, [key] * n, ids, ["0" * 32] * n, [model_id] * n, [700] * n,
+                   [300] * n, [64] * n, [raw] * n, [price_id] * n, [Decimal("0.003883")] * n,
+                   [698_940_000] * n)],
         ).fetchall()  # fmt: skip
         (balance,) = conn.execute(
             "SELECT balance_nano FROM ledger_teambalance WHERE team_id = %s FOR UPDATE", [team]
@@ -63,8 +70,9 @@ def _write(conn: psycopg.Connection, team_key: tuple[int, int], model_id: int, p
         buckets = json.dumps({"monthly": 0, "addon": 0, "promotional": 0, "overdraft": 0})
         conn.execute(
             ENTRY_SQL,
-            [[team] * n, [-698_940_000] * n, after, [buckets] * n, ['[{"lot": 1, "nano": -1}]'] * n,
-             [f"usage:{r[0]}" for r in rows], [r[0] for r in rows], [price_id] * n],
+            [_rows([team] * n, [-698_940_000] * n, after, [buckets] * n,
+                   ['[{"lot": 1, "nano": -1}]'] * n, [f"usage:{r[0]}" for r in rows],
+                   [r[0] for r in rows], [price_id] * n)],
         )  # fmt: skip
         conn.execute(
             "UPDATE ledger_teambalance SET balance_nano = %s WHERE team_id = %s", [after[-1], team]

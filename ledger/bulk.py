@@ -1,9 +1,13 @@
 """Bulk row writing for the ingest hot path.
 
-On PostgreSQL a whole column travels as one array parameter and ``INSERT ... SELECT FROM
-unnest(...)`` writes every row in one statement (about 3x faster than a multi-row VALUES list
-and 10x faster than ``bulk_create`` for 1,000 rows). Elsewhere (SQLite, the embedded default)
-rows are written one statement each. Values are plain Python (JSON already dumped to text).
+On PostgreSQL all rows travel as one JSON text parameter (an array of positional arrays,
+dumped by orjson) and ``INSERT ... SELECT (r->>0)::type, ... FROM json_array_elements(...)``
+writes every row in one statement. That is about 4x faster than one binary array per column
+(psycopg dumps array elements in Python: 5 ms per 1,000-element column), which was itself 3x
+faster than a multi-row VALUES list and 10x faster than ``bulk_create``. Decimals travel as
+strings and datetimes as RFC 3339 text, so nothing is rounded on the way. Elsewhere (SQLite, the
+embedded default) rows are written one statement each. Values are plain Python (JSON columns
+already dumped to text).
 """
 
 from __future__ import annotations
@@ -11,8 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from django.db import connection
 from django.db.models import Model
+
+
+def _json_default(value: Any) -> str:
+    return str(value)  # Decimal: its exact text (orjson knows ints, strings, datetimes)
 
 
 class BulkInsert:
@@ -35,7 +44,7 @@ class BulkInsert:
             f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict is not None else ""
         )
         self._returning = f" RETURNING {', '.join(returning)}" if returning else ""
-        self._pg_types = [self._array_type(f) for f in fields]
+        self._pg_types = [self._cast_type(f) for f in fields]
         self._json = [f.get_internal_type() == "JSONField" for f in fields]
         marks = ", ".join("%s::jsonb" if is_json else "%s" for is_json in self._json)
         self._pg_row_sql = (
@@ -44,20 +53,20 @@ class BulkInsert:
         )
 
     @staticmethod
-    def _array_type(field: Any) -> str:
+    def _cast_type(field: Any) -> str:
         if field.get_internal_type() == "JSONField":
-            return "text[]"  # cast per element below
+            return "jsonb"  # the element is the JSON document's text
         db_type = field.rel_db_type(connection) if field.is_relation else field.db_type(connection)
-        return f"{db_type.split(' CHECK')[0]}[]"
+        db_type = db_type.split(" CHECK")[0]
+        # text, not varchar(n): an explicit cast would truncate; the column's own assignment
+        # cast refuses a value that is too long.
+        return "text" if db_type.startswith("varchar") else db_type
 
     def _pg_sql(self) -> str:
-        selects = [f"c{i}::jsonb" if is_json else f"c{i}" for i, is_json in enumerate(self._json)]
-        aliases = ", ".join(f"c{i}" for i in range(len(self.columns)))
-        # %b: arrays travel in binary (text arrays are escaped element by element, 10x slower).
-        arrays = ", ".join(f"%b::{t}" for t in self._pg_types)
+        selects = ", ".join(f"(r->>{i})::{t}" for i, t in enumerate(self._pg_types))
         return (
             f"INSERT INTO {self.table} ({', '.join(self.columns)}) "  # noqa: S608 - names from _meta
-            f"SELECT {', '.join(selects)} FROM unnest({arrays}) AS u({aliases})"
+            f"SELECT {selects} FROM json_array_elements(%s::json) AS r"
             f"{self._conflict}{self._returning}"
         )
 
@@ -77,12 +86,10 @@ class BulkInsert:
 
     def pg_statement(self, rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
         """The PostgreSQL statement and its parameters, to run or embed in a larger statement.
-        One row travels as plain values (dumping ~30 one-element arrays costs more than the
-        insert itself); more rows as one array per column."""
+        One row travels as plain values; more rows as one JSON text of positional arrays."""
         if len(rows) == 1:
             return self._pg_row_sql, list(rows[0])
-        columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in self.columns]
-        return self._pg_sql(), columns
+        return self._pg_sql(), [orjson.dumps(rows, default=_json_default).decode()]
 
     def __call__(self, rows: Sequence[Sequence[Any]]) -> list[tuple]:
         """Insert `rows` (tuples in column order); returns the RETURNING rows of inserted ones."""

@@ -403,3 +403,40 @@ def test_reads_balance_ledger_and_summary(client, team):
 def test_body_json_roundtrip_keeps_decimal_strings(client):
     response = post(client, gpt5())
     assert isinstance(json.loads(response.content)["credits"], str)
+
+
+def test_a_batch_stores_exactly_what_single_events_store(team_factory, key_client):
+    """Batches travel to PostgreSQL as one JSON text (ledger/bulk.py), single events as plain
+    values: both must store the same rows, to the last digit and character."""
+    at = (timezone.now() - timedelta(minutes=3)).replace(microsecond=123456)
+    events = [
+        gpt5('q"uo\\te\'-1', timestamp=at.isoformat(), metadata={"ü": "naïve ✓", "n": None}),
+        {"id": "anth-2", "model": "claude-sonnet-4-5-20250929", "usage_format": "anthropic",
+         "usage": {"input_tokens": 3, "output_tokens": 7, "cache_read_input_tokens": 11,
+                   "cache_creation_input_tokens": 13, "service_tier": None}},
+        {"id": "gem-3", "model": "gemini-2.5-flash", "usage_format": "gemini", "status": 200,
+         "usage": {"promptTokenCount": 999_999, "candidatesTokenCount": 1,
+                   "thoughtsTokenCount": 17, "cachedContentTokenCount": 5}},
+    ]  # fmt: skip
+    for event in events[1:]:
+        event["timestamp"] = (at - timedelta(seconds=1)).isoformat()  # else "now": differs
+    one, many = team_factory(plan="pro"), team_factory(plan="pro")
+    grant(one, 100)
+    grant(many, 100)
+    for event in events:
+        assert post(key_client(one), event).status_code == 201
+    batch = post(key_client(many), {"events": events}, "/api/v1/usage/batch")
+    assert [r["status"] for r in batch.json()["results"]] == [201, 201, 201]
+
+    skip = {"id", "team", "api_key", "received_at"}
+    fields = [f.attname for f in UsageEvent._meta.concrete_fields if f.name not in skip]
+
+    def stored(team):
+        return list(UsageEvent.objects.filter(team=team).order_by("event_id").values(*fields))
+
+    assert stored(one) == stored(many)
+    assert stored(many)[2]["occurred_at"] == at
+    entry = ["amount_nano", "balance_after_nano", "buckets_after", "kind", "price_id"]
+    assert list(
+        LedgerEntry.objects.filter(team=one, kind="usage").order_by("id").values(*entry)
+    ) == list(LedgerEntry.objects.filter(team=many, kind="usage").order_by("id").values(*entry))
