@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 WINDOW_MS = 60_000
 HOLD_TTL_MS = 10 * 60_000
 
@@ -341,14 +343,31 @@ class RedisGate:
     ) -> None:
         """Settle a batch in one round trip (a pipeline of the settle script). `only_held`:
         touch only holds still live (replays: the window counted their usage already)."""
-        pipe = self.client.pipeline(transaction=False)
         mode = "2" if only_held else "1"
+        calls = []
         for item in items:
             keys = self._team_keys(team_id)[1:] + self._window_keys(team_id, item["model_id"])
             args = [now_ms, item["request_id"], item["tokens"], item["member"], WINDOW_MS,
                     item["event_ms"], mode]  # fmt: skip
-            self._settle(keys=keys, args=args, client=pipe)
-        pipe.execute()
+            calls.append((self._settle, keys, args))
+        self._pipeline(calls)
+
+    def _pipeline(self, calls: list[tuple[Any, list, list]]) -> None:
+        """Run scripts in one round trip. (redis-py's own pipelining of scripts first asks
+        SCRIPT EXISTS, a second round trip on every call.) A script the server does not know
+        (restarted, flushed) fails without running; it is loaded and that call alone re-run."""
+        if not calls:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = pipe.execute(raise_on_error=False)
+        missing = [c for c, r in zip(calls, results, strict=True) if isinstance(r, NoScriptError)]
+        for failed in (r for r in results if isinstance(r, Exception)):
+            if not isinstance(failed, NoScriptError):
+                raise failed
+        for script, keys, args in missing:
+            script(keys=keys, args=args)  # loads the script, then runs it
 
     def usage_commit(
         self, *, team_id: int, balance: tuple[int, int] | None,
@@ -357,19 +376,19 @@ class RedisGate:
         """After a usage commit, in one round trip and in this order: mirror the balance
         (micro-credits, version) and the budget spend, then settle (so a freed hold never
         leaves a moment where neither the hold nor the spend counts)."""
-        pipe = self.client.pipeline(transaction=False)
+        calls: list[tuple[Any, list, list]] = []
         if balance is not None:
-            self._set_balance(keys=self._team_keys(team_id)[:1],
-                              args=[balance[0], balance[1], BALANCE_TTL_MS], client=pipe)  # fmt: skip
+            calls.append((self._set_balance, self._team_keys(team_id)[:1],
+                          [balance[0], balance[1], BALANCE_TTL_MS]))  # fmt: skip
         for tag, spent in budget_spends:
-            self._set_max(keys=self._budget_keys(team_id, tag)[:1], args=[spent, BUDGET_TTL_MS],
-                          client=pipe)  # fmt: skip
+            calls.append((self._set_max, self._budget_keys(team_id, tag)[:1],
+                          [spent, BUDGET_TTL_MS]))  # fmt: skip
         for item in items:
             keys = self._team_keys(team_id)[1:] + self._window_keys(team_id, item["model_id"])
             args = [now_ms, item["request_id"], item["tokens"], item["member"], WINDOW_MS,
                     item["event_ms"], "1"]  # fmt: skip
-            self._settle(keys=keys, args=args, client=pipe)
-        pipe.execute()
+            calls.append((self._settle, keys, args))
+        self._pipeline(calls)
 
     def hold_get(self, *, team_id: int, request_id: str) -> Hold | None:
         record = self.client.hget(self._team_keys(team_id)[2], request_id)

@@ -87,3 +87,28 @@ def test_redis_down_falls_back_to_the_database_and_ingest_keeps_recording(
     assert closed.status_code == 503
     assert closed.json()["error"]["code"] == "rate_limiter_unavailable"
     assert closed["Retry-After"] == "5"
+
+
+def test_redis_down_hard_caps_are_checked_against_committed_spend(
+    own_redis, team_factory, key_client, django_capture_on_commit_callbacks
+):
+    from ledger.services.budgets import budget_create
+
+    proc, client = own_redis
+    services._gate = RedisGate(client)
+    team = team_factory(plan="free")  # 300 credits
+    with django_capture_on_commit_callbacks(execute=True):
+        budget_create(team=team, actor=None, name="Day cap", scope="team", period="day",
+                      limit_nano=2 * 10**9, hard_cap=True)  # fmt: skip
+    api = key_client(team)
+    spend = {"id": "spent", "model": "gpt-5", "usage": {"input_tokens": 1000, "output_tokens": 500}}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.post("/api/v1/usage", spend, format="json").status_code == 201  # 1.125
+
+    proc.kill()  # Redis stops: no holds, the database's committed spend decides
+    proc.wait()
+    refused = api.post("/api/v1/authorize", ASK, format="json")  # 1.125 + 1.125 > 2
+    assert refused.status_code == 402
+    assert refused.json()["error"]["budget"]["spent"] == "1.125000000"
+    small = api.post("/api/v1/authorize", {**ASK, "max_output_tokens": 0}, format="json")
+    assert small.status_code == 200 and small.json()["degraded"] is True  # 1.125 + 0.00125

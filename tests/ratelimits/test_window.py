@@ -184,3 +184,20 @@ def test_a_moved_epoch_answers_stale_and_changes_nothing(store):
     assert reserve(store, "b", 1, 1, cost=10, epoch=epoch).outcome == "stale"
     assert store.held(team_id=T, now_ms=2) == 10  # only "a"
     assert reserve(store, "b", 1, 1, cost=10, epoch=store.epoch(team_id=T)).outcome == "ok"
+
+
+def test_scripts_the_server_forgot_are_loaded_again():
+    """Redis restarted or SCRIPT FLUSH: the pipelined commit finds its scripts missing, loads
+    them and applies every part once."""
+    client = caches["default"]._cache.get_client(write=True)
+    client.flushdb()
+    store = RedisGate(client)
+    store.set_balance(team_id=T, balance=100, version=1)
+    reserve(store, "a", 10, 0, cost=30)
+    client.script_flush()
+    store.usage_commit(team_id=T, balance=(70, 2), budget_spends=[("b1:0", 30)],
+                       items=[{"model_id": M, "request_id": "a", "tokens": 7, "member": "u:1",
+                               "event_ms": 1}], now_ms=2)  # fmt: skip
+    assert store.held(team_id=T, now_ms=3) == 0
+    assert store.window_used(team_id=T, model_id=M, now_ms=3) == 7
+    assert reserve(store, "b", 1, 4, cost=71).outcome == "insufficient"  # the balance is 70
