@@ -164,15 +164,38 @@ def _held_budgets(
     return held
 
 
-def _budget_cold_load(*, team_id: int, held: _HeldBudget) -> None:
-    """Mirror a budget period's committed spend from the database (rounded up)."""
-    spent = (
+def _committed_spend(held: _HeldBudget) -> int:
+    """A budget period's committed spend in the database (nano-credits)."""
+    return (
         BudgetSpend.objects.filter(budget_id=held.budget["id"], period_start=held.start)
         .values_list("spent_nano", flat=True)
         .first()
         or 0
     )
+
+
+def _budget_cold_load(*, team_id: int, held: _HeldBudget) -> None:
+    """Mirror a budget period's committed spend from the database (rounded up)."""
+    spent = _committed_spend(held)
     gate().budget_spent_set(team_id=team_id, tag=held.tag, spent=-(-spent // MICRO))
+
+
+def _budget_exceeded(
+    held: _HeldBudget, *, spent_nano: int, held_nano: int, cost_nano: int
+) -> ApplicationError:
+    b = held.budget
+    left = max(b["limit_nano"] - spent_nano - held_nano, 0)
+    holding = f" (running requests hold {format_credits(held_nano)})" if held_nano else ""
+    return ApplicationError(
+        "budget_exceeded",
+        f"The {b['scope']} budget {b['name']!r} has {format_credits(left)} of "
+        f"{format_credits(b['limit_nano'])} credits left this {b['period']}{holding}; this "
+        f"request may cost up to {format_credits(cost_nano)}.",
+        status_code=status.HTTP_402_PAYMENT_REQUIRED,
+        extra={"budget": {"id": b["id"], "name": b["name"], "scope": b["scope"],
+                          "limit": format_credits(b["limit_nano"]),
+                          "spent": format_credits(spent_nano), "held": format_credits(held_nano)}},
+    )  # fmt: skip
 
 
 def _render_budgets(held: list[_HeldBudget], state: tuple) -> tuple:
@@ -262,21 +285,9 @@ def authorize(
     if answer.outcome == "stale":
         raise StaleKey
     if answer.outcome == "budget_exceeded":
-        h = held_budgets[answer.budget_index]
-        b, (spent, reserved) = h.budget, answer.budgets[answer.budget_index]
-        left = max(h.limit_micro - spent - reserved, 0) * MICRO
-        raise ApplicationError(
-            "budget_exceeded",
-            f"The {b['scope']} budget {b['name']!r} has {format_credits(left)} of "
-            f"{format_credits(b['limit_nano'])} credits left this {b['period']} (running "
-            f"requests hold {format_credits(reserved * MICRO)}); this request may cost up to "
-            f"{format_credits(cost_micro * MICRO)}.",
-            status_code=status.HTTP_402_PAYMENT_REQUIRED,
-            extra={"budget": {"id": b["id"], "name": b["name"], "scope": b["scope"],
-                              "limit": format_credits(b["limit_nano"]),
-                              "spent": format_credits(spent * MICRO),
-                              "held": format_credits(reserved * MICRO)}},
-        )  # fmt: skip
+        spent, reserved = answer.budgets[answer.budget_index]
+        raise _budget_exceeded(held_budgets[answer.budget_index], spent_nano=spent * MICRO,
+                               held_nano=reserved * MICRO, cost_nano=cost_micro * MICRO)  # fmt: skip
     if recharge and (answer.balance - answer.held) * MICRO < recharge[1]:
         recharge_kick(ctx.team_id)  # short of credits, or about to be: start the refill
     if answer.outcome == "insufficient":
@@ -331,25 +342,9 @@ def _fallback(
             headers={"Retry-After": "5"},
         )
     for h in held_budgets:
-        spent = (
-            BudgetSpend.objects.filter(budget_id=h.budget["id"], period_start=h.start)
-            .values_list("spent_nano", flat=True)
-            .first()
-            or 0
-        )
+        spent = _committed_spend(h)
         if spent + cost_micro * MICRO > h.budget["limit_nano"]:
-            b = h.budget
-            raise ApplicationError(
-                "budget_exceeded",
-                f"The {b['scope']} budget {b['name']!r} has "
-                f"{format_credits(max(b['limit_nano'] - spent, 0))} of "
-                f"{format_credits(b['limit_nano'])} credits left this {b['period']}; this "
-                f"request may cost up to {format_credits(cost_micro * MICRO)}.",
-                status_code=status.HTTP_402_PAYMENT_REQUIRED,
-                extra={"budget": {"id": b["id"], "name": b["name"], "scope": b["scope"],
-                                  "limit": format_credits(b["limit_nano"]),
-                                  "spent": format_credits(spent), "held": "0"}},
-            )  # fmt: skip
+            raise _budget_exceeded(h, spent_nano=spent, held_nano=0, cost_nano=cost_micro * MICRO)
     balance = (
         TeamBalance.objects.filter(team_id=ctx.team_id)
         .values_list("balance_nano", flat=True)
