@@ -225,14 +225,11 @@ def test_a_cold_gate_rebuilds_the_balance_from_the_database(funded, key_client):
     assert authorize(client).json()["balance"]["total"] == "11.250000000"
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_hundred_racing_requests_never_overspend(team_factory, key_factory, catalog):
-    Plan.objects.get_or_create(code="test-zero", defaults={"name": "Zero", "monthly_credits": 0})
-    team = team_factory(plan="test-zero")
-    grant(team, "11.25")  # exactly 10 worst-case requests
-    _, secret = key_factory(team)
-    barrier = threading.Barrier(100)
-    statuses: list[int] = []
+def race(secret: str, clients: int, **ask) -> list[tuple[int, str | None]]:
+    """`clients` threads authorize at once; each one allowed makes its call and posts usage of
+    the worst case. Returns (status, error code) per client."""
+    barrier = threading.Barrier(clients)
+    answers: list[tuple[int, str | None]] = []
     lock = threading.Lock()
 
     def work(i: int) -> None:
@@ -240,24 +237,36 @@ def test_a_hundred_racing_requests_never_overspend(team_factory, key_factory, ca
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
         try:
             barrier.wait()
-            response = authorize(client, request_id=f"race-{i}")
+            response = authorize(client, request_id=f"race-{i}", **ask)
             if response.status_code == 200:  # the model call happens and costs the worst case
                 usage = {"id": f"u-{i}", "model": "gpt-5", "request_id": f"race-{i}",
-                         "usage": {"input_tokens": 1000, "output_tokens": 500}}  # fmt: skip
+                         "usage": {"input_tokens": 1000, "output_tokens": 500},
+                         **({"project": ask["project"]} if "project" in ask else {})}  # fmt: skip
                 assert client.post("/api/v1/usage", usage, format="json").status_code == 201
+            code = response.json().get("error", {}).get("code")
             with lock:
-                statuses.append(response.status_code)
+                answers.append((response.status_code, code))
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(100)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(statuses) == 100
-    assert statuses.count(200) == 10
-    assert set(statuses) == {200, 402}
+    assert len(answers) == clients
+    return answers
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hundred_racing_requests_never_overspend(team_factory, key_factory, catalog):
+    Plan.objects.get_or_create(code="test-zero", defaults={"name": "Zero", "monthly_credits": 0})
+    team = team_factory(plan="test-zero")
+    grant(team, "11.25")  # exactly 10 worst-case requests
+    _, secret = key_factory(team)
+    answers = race(secret, 100)
+    assert answers.count((200, None)) == 10
+    assert answers.count((402, "insufficient_credits")) == 90
     balance = TeamBalance.objects.get(team=team)
     assert balance.balance_nano == 0 and balance.overdraft_nano == 0  # never below zero
 
@@ -311,34 +320,9 @@ def test_racing_requests_never_overspend_a_hard_capped_budget(team_factory, key_
                            project=web, period="month", limit_nano=11_250_000_000,
                            hard_cap=True)  # fmt: skip
     _, secret = key_factory(team)
-    barrier = threading.Barrier(40)
-    statuses: list[int] = []
-    lock = threading.Lock()
-
-    def work(i: int) -> None:
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-        try:
-            barrier.wait()
-            response = authorize(client, request_id=f"b-{i}", project="web")
-            if response.status_code == 200:
-                usage = {"id": f"u-{i}", "model": "gpt-5", "request_id": f"b-{i}",
-                         "project": "web",
-                         "usage": {"input_tokens": 1000, "output_tokens": 500}}  # fmt: skip
-                assert client.post("/api/v1/usage", usage, format="json").status_code == 201
-            else:
-                assert response.json()["error"]["code"] == "budget_exceeded"
-            with lock:
-                statuses.append(response.status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(set(statuses)) == [200, 402] and statuses.count(200) == 10
+    answers = race(secret, 40, project="web")
+    assert answers.count((200, None)) == 10
+    assert answers.count((402, "budget_exceeded")) == 30
     spent = BudgetSpend.objects.get(budget=budget).spent_nano
     assert spent == 11_250_000_000  # exactly the cap, never past it
     client = APIClient()
