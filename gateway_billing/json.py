@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from rest_framework.exceptions import ParseError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.utils.encoders import JSONEncoder
@@ -36,3 +37,22 @@ class OrjsonRenderer(BaseRenderer):
         if data is None:
             return b""
         return orjson.dumps(data, default=_fallback, option=orjson.OPT_NON_STR_KEYS)
+
+
+class JsonNegotiation(DefaultContentNegotiation):
+    """The API renders JSON only: answer the common case (one JSON renderer, an Accept header
+    that takes JSON) without parsing media ranges; anything else gets DRF's full negotiation
+    (a 406 for an Accept it cannot meet, the schema view's own renderers)."""
+
+    def select_renderer(self, request: Any, renderers: list, format_suffix: Any = None) -> Any:
+        first = renderers[0]
+        accept = request.META.get("HTTP_ACCEPT", "*/*")
+        if (
+            len(renderers) == 1
+            and first.media_type == "application/json"
+            and not format_suffix
+            and (not accept or "json" in accept or "*/*" in accept or "application/*" in accept)
+            and self.settings.URL_FORMAT_OVERRIDE not in request.query_params
+        ):
+            return first, first.media_type
+        return super().select_renderer(request, renderers, format_suffix)

@@ -135,6 +135,7 @@ RATE_LIMIT_FAIL_OPEN = env.bool("RATE_LIMIT_FAIL_OPEN", default=True)
 REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["gateway_billing.json.OrjsonParser"],
     "DEFAULT_RENDERER_CLASSES": ["gateway_billing.json.OrjsonRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "gateway_billing.json.JsonNegotiation",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",

@@ -85,3 +85,17 @@ def test_missing_scope_is_403(db):
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {created.secret}")
     error = assert_error(client.post(URL, data={}, format="json"), 403, "forbidden")
     assert "usage:write" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/json", "*/*", "application/*", "", "text/html, */*"]
+)
+def test_any_accept_that_takes_json_gets_json(keyed, accept):
+    response = keyed.post(URL, data='{"a": 1}', content_type="application/json", HTTP_ACCEPT=accept)
+    assert response.status_code == 201 and response["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/xml", "text/csv"])
+def test_an_accept_without_json_is_406(keyed, accept):
+    response = keyed.post(URL, data='{"a": 1}', content_type="application/json", HTTP_ACCEPT=accept)
+    assert_error(response, 406, "not_acceptable")
