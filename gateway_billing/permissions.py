@@ -47,6 +47,16 @@ def session_membership(request: Request) -> Membership:
     return membership
 
 
+def key_context(principal: ApiPrincipal) -> TeamContext:
+    """The team an API key acts for (its project and member when bound to them)."""
+    return TeamContext(
+        team_id=principal.team_id,
+        project_id=principal.project_id,
+        member_id=principal.member_id,
+        key_id=principal.key_id,
+    )
+
+
 def team_context(request: Request, *, scope: str) -> TeamContext:
     """The caller's team for an operation needing `scope`, or a 401/403/404."""
     user = request.user
@@ -55,12 +65,7 @@ def team_context(request: Request, *, scope: str) -> TeamContext:
             raise exceptions.PermissionDenied(
                 f"This API key lacks the `{scope}` scope; create a key that has it."
             )
-        return TeamContext(
-            team_id=user.team_id,
-            project_id=user.project_id,
-            member_id=user.member_id,
-            key_id=user.key_id,
-        )
+        return key_context(user)
     if user is None or not getattr(user, "is_authenticated", False):
         raise exceptions.NotAuthenticated("Send an API key as `Authorization: Bearer <key>`.")
     if scope not in SESSION_SCOPES:

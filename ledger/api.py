@@ -22,7 +22,8 @@ from accounts.authentication import ApiPrincipal
 from accounts.models import Membership, Project, Role
 from gateway_billing import metrics
 from gateway_billing.errors import ApplicationError, ErrorSerializer
-from gateway_billing.permissions import session_membership, team_context
+from gateway_billing.fastpath import FastJsonPost
+from gateway_billing.permissions import TeamContext, key_context, session_membership, team_context
 from ledger import selectors
 from ledger.ingest.formats import FORMATS
 from ledger.ingest.validate import UNIT_FIELDS
@@ -153,7 +154,9 @@ class UsageBatchResultSerializer(serializers.Serializer):
 # ---- ingest ----------------------------------------------------------------------------------
 
 
-class UsageRecordApi(APIView):
+class UsageRecordApi(FastJsonPost, APIView):
+    scope = "usage:write"
+
     @extend_schema(
         request=UsageEventInputSerializer,
         responses={
@@ -166,23 +169,40 @@ class UsageRecordApi(APIView):
         summary="Record one usage event",
     )
     def post(self, request: Request) -> Response:
-        ctx = team_context(request, scope="usage:write")
-        (result,) = usage_record(ctx=ctx, events=[request.data])
+        ctx = team_context(request, scope=self.scope)
+        body, status = self.record(ctx, request.data)
+        return Response(body, status=status)
+
+    def fast_post(self, principal: ApiPrincipal, data: Any, raw_key: str) -> tuple[dict, int]:
+        return self.record(key_context(principal), data)
+
+    @staticmethod
+    def record(ctx: TeamContext, data: Any) -> tuple[dict, int]:
+        (result,) = usage_record(ctx=ctx, events=[data])
         metrics.usage_results_count([result])
         if result.error is not None:
-            return Response({"error": result.error}, status=result.status)
-        return Response(_render_all(ctx.team_id, [result])[0], status=result.status)
+            return {"error": result.error}, result.status
+        return _render_all(ctx.team_id, [result])[0], result.status
 
 
-class UsageBatchRecordApi(APIView):
+class UsageBatchRecordApi(FastJsonPost, APIView):
+    scope = "usage:write"
+
     @extend_schema(
         request=UsageBatchInputSerializer,
         responses={200: UsageBatchResultSerializer},
         summary="Record up to 1,000 usage events; each gets its own result",
     )
     def post(self, request: Request) -> Response:
-        ctx = team_context(request, scope="usage:write")
-        data = request.data
+        ctx = team_context(request, scope=self.scope)
+        body, status = self.record(ctx, request.data)
+        return Response(body, status=status)
+
+    def fast_post(self, principal: ApiPrincipal, data: Any, raw_key: str) -> tuple[dict, int]:
+        return self.record(key_context(principal), data)
+
+    @staticmethod
+    def record(ctx: TeamContext, data: Any) -> tuple[dict, int]:
         events = data.get("events") if isinstance(data, dict) else None
         if not isinstance(events, list):
             raise ApplicationError(
@@ -206,7 +226,7 @@ class UsageBatchRecordApi(APIView):
         summary = {"created": 0, "replayed": 0, "failed": 0}
         for r in results:
             summary["failed" if r.error else "replayed" if r.status == 200 else "created"] += 1
-        return Response({"results": _render_all(ctx.team_id, results), "summary": summary})
+        return {"results": _render_all(ctx.team_id, results), "summary": summary}, 200
 
 
 # ---- reads -----------------------------------------------------------------------------------

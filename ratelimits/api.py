@@ -1,10 +1,7 @@
 """POST /api/v1/authorize and POST /api/v1/authorize/{request_id}/release.
 
-Authorize sits in front of every model call, so its common case skips DRF's request wrapping,
-negotiation and rendering: a well-formed JSON call with a known key goes straight to the service
-and its answer (or its error, in the API's one error shape) is written with orjson. Anything
-else (no key, a bad key, malformed JSON, another method) takes the DRF view, which answers it
-exactly as every other endpoint does. The DRF view also documents the endpoint.
+Authorize sits in front of every model call, so its common case skips DRF's per-request
+machinery (gateway_billing/fastpath.py); anything unusual is answered by the DRF view.
 """
 
 from __future__ import annotations
@@ -12,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -23,12 +19,12 @@ from rest_framework.views import APIView
 from accounts.authentication import (
     ApiKeyAuthentication,
     ApiPrincipal,
-    principal_for_key,
     principal_reload,
 )
 from gateway_billing import metrics
-from gateway_billing.errors import ApplicationError, ErrorSerializer, error_body
-from gateway_billing.permissions import TeamContext, team_context
+from gateway_billing.errors import ApplicationError, ErrorSerializer
+from gateway_billing.fastpath import FastJsonPost
+from gateway_billing.permissions import key_context, team_context
 
 from . import services
 
@@ -98,76 +94,43 @@ class AuthorizeOutputSerializer(serializers.Serializer):
     degraded = serializers.BooleanField()
 
 
-def _authorize(principal: ApiPrincipal, data: Any, raw_key: str | None) -> dict:
-    """Authorize for a resolved key; a key whose team changed meanwhile is loaded again once."""
-    request = parse(data)
-    for attempt in range(2):
-        ctx = TeamContext(team_id=principal.team_id, project_id=principal.project_id,
-                          member_id=principal.member_id, key_id=principal.key_id)  # fmt: skip
-        try:
-            decision = services.authorize(
-                ctx=ctx, plan_id=principal.plan_id, request=request, budgets=principal.budgets,
-                cycle_start=principal.cycle_start, recharge=principal.recharge,
-                epoch=principal.epoch if attempt == 0 else "*",
-            )  # fmt: skip
-            return decision.render()
-        except services.StaleKey:
-            reloaded = principal_reload(raw_key, principal) if raw_key else None
-            if reloaded is None or "authorize" not in reloaded.scopes:
-                raise ApplicationError(
-                    "unauthenticated", "Unknown or revoked API key.", status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                ) from None  # fmt: skip
-            principal = reloaded
-    raise AssertionError("unreachable")
-
-
-def _fast_authorize(request: HttpRequest) -> HttpResponse | None:
-    """The common case without DRF, or None to let the DRF view answer."""
-    if request.method != "POST" or request.content_type != "application/json":
-        return None
-    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
-    if len(parts) != 2 or parts[0] != ApiKeyAuthentication.keyword:
-        return None
-    principal = principal_for_key(parts[1], epoch_checked_by_caller=True)
-    if principal is None or "authorize" not in principal.scopes:
-        return None
-    try:
-        data = orjson.loads(request.body)
-    except orjson.JSONDecodeError:
-        return None
-    headers: dict[str, str] = {}
-    try:
-        body, status_code = _authorize(principal, data, parts[1]), 200
-    except ApplicationError as exc:
-        body = error_body(exc.code, exc.message, exc.fields, **exc.extra)
-        status_code, headers = exc.status_code, exc.headers
-    response = HttpResponse(orjson.dumps(body), status=status_code, content_type="application/json",
-                            headers=headers)  # fmt: skip
-    response.error_code = body["error"]["code"] if status_code != 200 else None
-    return response
-
-
-class AuthorizeApi(APIView):
+class AuthorizeApi(FastJsonPost, APIView):
     authentication_classes = [ApiKeyAuthentication]
+    scope = "authorize"
+    epoch_checked_by_caller = True  # the decision script checks the key's epoch
+
+    def fast_post(self, principal: ApiPrincipal, data: Any, raw_key: str) -> tuple[dict, int]:
+        """Authorize for a resolved key; a key whose team changed meanwhile is loaded again."""
+        request = parse(data)
+        for attempt in range(2):
+            try:
+                decision = services.authorize(
+                    ctx=key_context(principal), plan_id=principal.plan_id, request=request,
+                    budgets=principal.budgets, cycle_start=principal.cycle_start,
+                    recharge=principal.recharge, epoch=principal.epoch if attempt == 0 else "*",
+                )  # fmt: skip
+                return decision.render(), 200
+            except services.StaleKey:
+                reloaded = principal_reload(raw_key, principal)
+                if reloaded is None or self.scope not in reloaded.scopes:
+                    raise ApplicationError(
+                        "unauthenticated", "Unknown or revoked API key.", status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    ) from None  # fmt: skip
+                principal = reloaded
+        raise AssertionError("unreachable")
 
     @classmethod
-    def as_view(cls, **initkwargs: Any) -> Any:
-        drf_view = super().as_view(**initkwargs)
-
-        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            started = time.perf_counter()
-            response = _fast_authorize(request)
-            if response is None:
-                return drf_view(request, *args, **kwargs)  # observed by dispatch()
+    def fast(cls, request: HttpRequest) -> HttpResponse | None:
+        """Times every fast answer (the key lookup included) and counts the decision."""
+        started = time.perf_counter()
+        response = super().fast(request)
+        if response is not None:
             metrics.authorize_observe(response, time.perf_counter() - started)
-            return response
-
-        view.__dict__.update(drf_view.__dict__)  # cls, initkwargs, csrf_exempt: schema and URLs
-        return view
+        return response
 
     def dispatch(self, request, *args, **kwargs):
-        """Times every answer (the key lookup included) and counts the decision."""
+        """The DRF path, timed and counted the same way."""
         started, response = time.perf_counter(), None
         try:
             response = super().dispatch(request, *args, **kwargs)
@@ -191,9 +154,10 @@ class AuthorizeApi(APIView):
         summary="May this team make this model call now? Places a hold.",
     )
     def post(self, request: Request) -> Response:
-        team_context(request, scope="authorize")  # the scope check, in the one error shape
+        team_context(request, scope=self.scope)  # the scope check, in the one error shape
         raw_key = request.META.get("HTTP_AUTHORIZATION", "").split()[-1]
-        return Response(_authorize(request.user, request.data, raw_key))
+        body, status = self.fast_post(request.user, request.data, raw_key)
+        return Response(body, status=status)
 
 
 class HoldReleaseApi(APIView):

@@ -1,0 +1,75 @@
+"""The hot API endpoints (authorize, usage ingest) without DRF's per-request machinery.
+
+DRF wraps every request (a new Request, negotiation, authentication classes, permission
+classes, the renderer): a few hundred microseconds that the endpoints a gateway calls on every
+model call can do without. A view class opts in with ``FastJsonPost``: a POST with a JSON body
+and a Bearer key that resolves and carries the scope goes straight to the class's
+``fast_post(principal, data, raw_key)``; its answer (or the ApplicationError it raises, in the
+API's one error shape) is written with orjson. Anything else (no key, an unknown key, a missing
+scope, malformed JSON, another method or content type) is answered by the DRF view itself,
+exactly as every other endpoint answers it. The DRF view also documents the endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from django.http import HttpRequest, HttpResponse
+from rest_framework.views import set_rollback
+
+from accounts.authentication import ApiKeyAuthentication, ApiPrincipal, principal_for_key
+
+from .errors import ApplicationError, error_body
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json",
+                            headers=headers)  # fmt: skip
+    error = body.get("error") if status >= 400 and isinstance(body, dict) else None
+    response.error_code = error.get("code") if isinstance(error, dict) else None
+    return response
+
+
+class FastJsonPost:
+    """Mixin for an APIView: ``scope`` names the key scope the fast path requires;
+    ``epoch_checked_by_caller``: fast_post hands the key's epoch to the gate itself."""
+
+    scope: str = ""
+    epoch_checked_by_caller = False
+
+    def fast_post(self, principal: ApiPrincipal, data: Any, raw_key: str) -> tuple[Any, int]:
+        raise NotImplementedError
+
+    @classmethod
+    def fast(cls, request: HttpRequest) -> HttpResponse | None:
+        """The common case without DRF, or None to let the DRF view answer."""
+        if request.method != "POST" or request.content_type != "application/json":
+            return None
+        parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+        if len(parts) != 2 or parts[0] != ApiKeyAuthentication.keyword:
+            return None
+        principal = principal_for_key(parts[1], epoch_checked_by_caller=cls.epoch_checked_by_caller)
+        if principal is None or cls.scope not in principal.scopes:
+            return None
+        try:
+            data = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            return None
+        try:
+            body, status = cls().fast_post(principal, data, parts[1])
+        except ApplicationError as exc:
+            set_rollback()  # as DRF's handler does (only under ATOMIC_REQUESTS)
+            return json_response(error_body(exc.code, exc.message, exc.fields, **exc.extra),
+                                 exc.status_code, exc.headers)  # fmt: skip
+        return json_response(body, status)
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        drf_view = super().as_view(**initkwargs)  # type: ignore[misc]
+
+        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            return cls.fast(request) or drf_view(request, *args, **kwargs)
+
+        view.__dict__.update(drf_view.__dict__)  # cls, initkwargs, csrf_exempt: schema and URLs
+        return view
