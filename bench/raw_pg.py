@@ -22,23 +22,28 @@ INSERT INTO ledger_usageevent (team_id, api_key_id, event_id, request_id, body_h
   cost_usd, credits_nano)
 SELECT (r->>0)::bigint, (r->>1)::bigint, r->>2, '', r->>3, 'openai', (r->>4)::bigint, now(),
   now(), 200, (r->>5)::bigint, (r->>6)::bigint, (r->>7)::bigint, 0, 0, 0, 0, 0, 0, 0, '',
-  'canonical', (r->>8)::jsonb, '{}'::jsonb, 'billed', '', (r->>9)::bigint, (r->>10)::numeric,
+  'canonical', r->8, '{}'::jsonb, 'billed', '', (r->>9)::bigint, (r->>10)::numeric,
   (r->>11)::bigint
-FROM json_array_elements(%s::json) AS r
+FROM jsonb_array_elements(%s::jsonb) AS r
 ON CONFLICT (team_id, event_id) DO NOTHING
 RETURNING id
 """
 ENTRY_SQL = """
 INSERT INTO ledger_ledgerentry (team_id, kind, amount_nano, balance_after_nano, buckets_after,
   allocations, reference, usage_event_id, price_id, credits_per_usd, reason, created_at)
-SELECT (r->>0)::bigint, 'usage', (r->>1)::bigint, (r->>2)::bigint, (r->>3)::jsonb,
-  (r->>4)::jsonb, r->>5, (r->>6)::bigint, (r->>7)::bigint, 180, '', now()
-FROM json_array_elements(%s::json) AS r
+SELECT (r->>0)::bigint, 'usage', (r->>1)::bigint, (r->>2)::bigint, r->3, r->4, r->>5, (r->>6)::bigint, (r->>7)::bigint, 180, '', now()
+FROM jsonb_array_elements(%s::jsonb) AS r
 """
 
 
-def _rows(*columns: list) -> str:
-    return orjson.dumps(list(zip(*columns, strict=True)), default=str).decode()
+def _rows(*columns: list, json_at: tuple[int, ...] = ()) -> str:
+    """Positional rows as one JSON text; the columns at `json_at` hold dumped JSON documents,
+    embedded as JSON (as ledger/bulk.py does)."""
+    rows = [list(row) for row in zip(*columns, strict=True)]
+    for row in rows:
+        for i in json_at:
+            row[i] = orjson.Fragment(row[i])
+    return orjson.dumps(rows, default=str).decode()
 
 
 def _fixtures(dsn: str) -> tuple[list[tuple[int, int]], int, int]:
@@ -61,7 +66,7 @@ def _write(conn: psycopg.Connection, team_key: tuple[int, int], model_id: int, p
             EVENT_SQL,
             [_rows([team] * n, [key] * n, ids, ["0" * 32] * n, [model_id] * n, [700] * n,
                    [300] * n, [64] * n, [raw] * n, [price_id] * n, [Decimal("0.003883")] * n,
-                   [698_940_000] * n)],
+                   [698_940_000] * n, json_at=(8,))],
         ).fetchall()  # fmt: skip
         (balance,) = conn.execute(
             "SELECT balance_nano FROM ledger_teambalance WHERE team_id = %s FOR UPDATE", [team]
@@ -72,7 +77,7 @@ def _write(conn: psycopg.Connection, team_key: tuple[int, int], model_id: int, p
             ENTRY_SQL,
             [_rows([team] * n, [-698_940_000] * n, after, [buckets] * n,
                    ['[{"lot": 1, "nano": -1}]'] * n, [f"usage:{r[0]}" for r in rows],
-                   [r[0] for r in rows], [price_id] * n)],
+                   [r[0] for r in rows], [price_id] * n, json_at=(3, 4))],
         )  # fmt: skip
         conn.execute(
             "UPDATE ledger_teambalance SET balance_nano = %s WHERE team_id = %s", [after[-1], team]

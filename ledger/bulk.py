@@ -1,9 +1,11 @@
 """Bulk row writing for the ingest hot path.
 
 On PostgreSQL all rows travel as one JSON text parameter (an array of positional arrays,
-dumped by orjson) and ``INSERT ... SELECT (r->>0)::type, ... FROM json_array_elements(...)``
-writes every row in one statement. That is about 4x faster than one binary array per column
-(psycopg dumps array elements in Python: 5 ms per 1,000-element column), which was itself 3x
+dumped by orjson) and ``INSERT ... SELECT (r->>0)::type, ... FROM jsonb_array_elements(...)``
+writes every row in one statement. Measured for 1,000 usage-event rows (31 columns): about
+31 ms (24 ms in PostgreSQL, 7 ms here) against 55 ms for one binary array per column (psycopg
+dumps array elements in Python: 31 ms here) and 145 ms for ``json`` instead of ``jsonb``
+(``->>`` on ``json`` parses the element again for every column). Arrays were themselves 3x
 faster than a multi-row VALUES list and 10x faster than ``bulk_create``. Decimals travel as
 strings and datetimes as RFC 3339 text, so nothing is rounded on the way. Elsewhere (SQLite, the
 embedded default) rows are written one statement each. Values are plain Python (JSON columns
@@ -63,10 +65,13 @@ class BulkInsert:
         return "text" if db_type.startswith("varchar") else db_type
 
     def _pg_sql(self) -> str:
-        selects = ", ".join(f"(r->>{i})::{t}" for i, t in enumerate(self._pg_types))
+        # A JSON column's document is embedded as JSON (not as a string): r->i is already jsonb.
+        selects = ", ".join(
+            f"(r->{i})" if t == "jsonb" else f"(r->>{i})::{t}" for i, t in enumerate(self._pg_types)
+        )
         return (
             f"INSERT INTO {self.table} ({', '.join(self.columns)}) "  # noqa: S608 - names from _meta
-            f"SELECT {selects} FROM json_array_elements(%s::json) AS r"
+            f"SELECT {selects} FROM jsonb_array_elements(%s::jsonb) AS r"
             f"{self._conflict}{self._returning}"
         )
 
@@ -89,6 +94,13 @@ class BulkInsert:
         One row travels as plain values; more rows as one JSON text of positional arrays."""
         if len(rows) == 1:
             return self._pg_row_sql, list(rows[0])
+        json_at = [i for i, is_json in enumerate(self._json) if is_json]
+        if json_at:  # JSON columns hold dumped text: embed it as JSON, not as a string
+            rows = [list(row) for row in rows]
+            for row in rows:
+                for i in json_at:
+                    if row[i] is not None:
+                        row[i] = orjson.Fragment(row[i])
         return self._pg_sql(), [orjson.dumps(rows, default=_json_default).decode()]
 
     def __call__(self, rows: Sequence[Sequence[Any]]) -> list[tuple]:
