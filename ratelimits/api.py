@@ -109,16 +109,22 @@ class AuthorizeApi(FastJsonPost, APIView):
                     budgets=principal.budgets, cycle_start=principal.cycle_start,
                     recharge=principal.recharge, epoch=principal.epoch if attempt == 0 else "*",
                 )  # fmt: skip
-                return decision.render(), 200
             except services.StaleKey:
-                reloaded = principal_reload(raw_key, principal)
-                if reloaded is None or self.scope not in reloaded.scopes:
-                    raise ApplicationError(
-                        "unauthenticated", "Unknown or revoked API key.", status_code=401,
-                        headers={"WWW-Authenticate": "Bearer"},
-                    ) from None  # fmt: skip
-                principal = reloaded
+                principal = self._reload(raw_key, principal)
+                continue
+            if decision.degraded:  # Redis is down, so no epoch was checked: ask the database
+                self._reload(raw_key, principal)
+            return decision.render(), 200
         raise AssertionError("unreachable")
+
+    def _reload(self, raw_key: str, principal: ApiPrincipal) -> ApiPrincipal:
+        reloaded = principal_reload(raw_key, principal)
+        if reloaded is None or self.scope not in reloaded.scopes:
+            raise ApplicationError(
+                "unauthenticated", "Unknown or revoked API key.", status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+        return reloaded
 
     @classmethod
     def fast(cls, request: HttpRequest) -> HttpResponse | None:

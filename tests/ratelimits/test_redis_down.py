@@ -112,3 +112,31 @@ def test_redis_down_hard_caps_are_checked_against_committed_spend(
     assert refused.json()["error"]["budget"]["spent"] == "1.125000000"
     small = api.post("/api/v1/authorize", {**ASK, "max_output_tokens": 0}, format="json")
     assert small.status_code == 200 and small.json()["degraded"] is True  # 1.125 + 0.00125
+
+
+def test_redis_down_a_key_revoked_meanwhile_is_refused(
+    own_redis, team_factory, key_factory, django_capture_on_commit_callbacks
+):
+    """No epoch can be checked while Redis is down: a degraded answer asks the database whether
+    the key still exists, so a key revoked during the outage stops at once (ingest too)."""
+    from rest_framework.test import APIClient
+
+    from accounts.services import api_key_revoke
+
+    proc, client = own_redis
+    services._gate = RedisGate(client)
+    team = team_factory(plan="free")
+    key, secret = key_factory(team, ["authorize", "usage:write"])
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert api.post("/api/v1/authorize", ASK, format="json").status_code == 200  # remembered
+
+    proc.kill()
+    proc.wait()
+    assert api.post("/api/v1/authorize", ASK, format="json").json()["degraded"] is True
+    with django_capture_on_commit_callbacks(execute=True):
+        api_key_revoke(key=key, actor=None)  # its epoch bump fails: Redis is down
+    refused = api.post("/api/v1/authorize", ASK, format="json")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "unauthenticated")
+    usage = {"id": "late", "model": "gpt-5", "usage": {"input_tokens": 1, "output_tokens": 1}}
+    assert api.post("/api/v1/usage", usage, format="json").status_code == 401
