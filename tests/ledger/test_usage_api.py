@@ -440,3 +440,13 @@ def test_a_batch_stores_exactly_what_single_events_store(team_factory, key_clien
     assert list(
         LedgerEntry.objects.filter(team=one, kind="usage").order_by("id").values(*entry)
     ) == list(LedgerEntry.objects.filter(team=many, kind="usage").order_by("id").values(*entry))
+
+
+def test_a_full_batch_larger_than_djangos_body_cap_is_accepted(client, team):
+    """1,000 events with 3 KiB of metadata each (about 3.4 MB) are a valid batch."""
+    events = [gpt5(f"big-{i}", metadata={"note": "x" * 3000}) for i in range(1000)]
+    body = json.dumps({"events": events})
+    assert len(body) > 2_621_440  # Django's DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = client.post("/api/v1/usage/batch", data=body, content_type="application/json")
+    assert response.status_code == 200, response.content[:300]
+    assert response.json()["summary"] == {"created": 1000, "replayed": 0, "failed": 0}
