@@ -16,11 +16,13 @@ from typing import Any
 
 import orjson
 from django.http import HttpRequest, HttpResponse
+from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from accounts.authentication import ApiKeyAuthentication, ApiPrincipal, principal_for_key
 
 from .errors import ApplicationError, error_body
+from .permissions import TeamContext, key_context, team_context
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -32,14 +34,25 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 class FastJsonPost:
-    """Mixin for an APIView: ``scope`` names the key scope the fast path requires;
-    ``epoch_checked_by_caller``: fast_post hands the key's epoch to the gate itself."""
+    """Mixin for an APIView. ``scope``: the key scope required; ``record(ctx, data)``: the
+    endpoint's work, shared by both paths (the view's ``post`` returns ``self.drf_post(request)``
+    under its schema); ``fast_post`` may be overridden instead (authorize: it hands the key's
+    epoch to the gate, ``epoch_checked_by_caller``)."""
 
     scope: str = ""
     epoch_checked_by_caller = False
 
-    def fast_post(self, principal: ApiPrincipal, data: Any, raw_key: str) -> tuple[Any, int]:
+    def record(self, ctx: TeamContext, data: Any) -> tuple[Any, int]:
+        """The endpoint's work for the key's team: (body, status). Raises ApplicationError."""
         raise NotImplementedError
+
+    def fast_post(self, principal: ApiPrincipal, data: Any, raw_key: str) -> tuple[Any, int]:
+        return self.record(key_context(principal), data)
+
+    def drf_post(self, request: Any) -> Response:
+        """The same work through DRF (the view's `post` calls it, under its schema)."""
+        body, status = self.record(team_context(request, scope=self.scope), request.data)
+        return Response(body, status=status)
 
     @classmethod
     def fast(cls, request: HttpRequest) -> HttpResponse | None:

@@ -23,7 +23,7 @@ from accounts.models import Membership, Project, Role
 from gateway_billing import metrics
 from gateway_billing.errors import ApplicationError, ErrorSerializer
 from gateway_billing.fastpath import FastJsonPost
-from gateway_billing.permissions import TeamContext, key_context, session_membership, team_context
+from gateway_billing.permissions import TeamContext, session_membership, team_context
 from ledger import selectors
 from ledger.ingest.formats import FORMATS
 from ledger.ingest.validate import UNIT_FIELDS
@@ -169,15 +169,9 @@ class UsageRecordApi(FastJsonPost, APIView):
         summary="Record one usage event",
     )
     def post(self, request: Request) -> Response:
-        ctx = team_context(request, scope=self.scope)
-        body, status = self.record(ctx, request.data)
-        return Response(body, status=status)
+        return self.drf_post(request)
 
-    def fast_post(self, principal: ApiPrincipal, data: Any, raw_key: str) -> tuple[dict, int]:
-        return self.record(key_context(principal), data)
-
-    @staticmethod
-    def record(ctx: TeamContext, data: Any) -> tuple[dict, int]:
+    def record(self, ctx: TeamContext, data: Any) -> tuple[dict, int]:
         (result,) = usage_record(ctx=ctx, events=[data])
         metrics.usage_results_count([result])
         if result.error is not None:
@@ -194,15 +188,9 @@ class UsageBatchRecordApi(FastJsonPost, APIView):
         summary="Record up to 1,000 usage events; each gets its own result",
     )
     def post(self, request: Request) -> Response:
-        ctx = team_context(request, scope=self.scope)
-        body, status = self.record(ctx, request.data)
-        return Response(body, status=status)
+        return self.drf_post(request)
 
-    def fast_post(self, principal: ApiPrincipal, data: Any, raw_key: str) -> tuple[dict, int]:
-        return self.record(key_context(principal), data)
-
-    @staticmethod
-    def record(ctx: TeamContext, data: Any) -> tuple[dict, int]:
+    def record(self, ctx: TeamContext, data: Any) -> tuple[dict, int]:
         events = data.get("events") if isinstance(data, dict) else None
         if not isinstance(events, list):
             raise ApplicationError(
