@@ -226,6 +226,12 @@ def keys_last_used_flush() -> int:
     return len(used)
 
 
+def bearer_key(header: str) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header, or None for any other shape."""
+    parts = header.split()
+    return parts[1] if len(parts) == 2 and parts[0] == ApiKeyAuthentication.keyword else None
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -233,12 +239,12 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header:
             return None
-        parts = header.split()
-        if len(parts) != 2 or parts[0] != self.keyword:
+        raw_key = bearer_key(header)
+        if raw_key is None:
             raise exceptions.AuthenticationFailed(
                 "Send the API key as `Authorization: Bearer <key>`."
             )
-        principal = principal_for_key(parts[1])
+        principal = principal_for_key(raw_key)
         if principal is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         return principal, principal

@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from accounts.authentication import ApiKeyAuthentication, ApiPrincipal, principal_for_key
+from accounts.authentication import ApiPrincipal, bearer_key, principal_for_key
 
 from .errors import ApplicationError, error_body
 from .permissions import TeamContext, key_context, team_context
@@ -59,10 +59,10 @@ class FastJsonPost:
         """The common case without DRF, or None to let the DRF view answer."""
         if request.method != "POST" or request.content_type != "application/json":
             return None
-        parts = request.META.get("HTTP_AUTHORIZATION", "").split()
-        if len(parts) != 2 or parts[0] != ApiKeyAuthentication.keyword:
+        raw_key = bearer_key(request.META.get("HTTP_AUTHORIZATION", ""))
+        if raw_key is None:
             return None
-        principal = principal_for_key(parts[1], epoch_checked_by_caller=cls.epoch_checked_by_caller)
+        principal = principal_for_key(raw_key, epoch_checked_by_caller=cls.epoch_checked_by_caller)
         if principal is None or cls.scope not in principal.scopes:
             return None
         try:
@@ -73,7 +73,7 @@ class FastJsonPost:
             return json_response(error_body("malformed_json", f"The body is not valid JSON: {exc}"),
                                  400)  # fmt: skip
         try:
-            body, status = cls().fast_post(principal, data, parts[1])
+            body, status = cls().fast_post(principal, data, raw_key)
         except ApplicationError as exc:
             set_rollback()  # as DRF's handler does (only under ATOMIC_REQUESTS)
             return json_response(error_body(exc.code, exc.message, exc.fields, **exc.extra),

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from accounts.authentication import (
     ApiKeyAuthentication,
     ApiPrincipal,
+    bearer_key,
     principal_reload,
 )
 from gateway_billing import metrics
@@ -161,8 +162,8 @@ class AuthorizeApi(FastJsonPost, APIView):
     )
     def post(self, request: Request) -> Response:
         team_context(request, scope=self.scope)  # the scope check, in the one error shape
-        raw_key = request.META.get("HTTP_AUTHORIZATION", "").split()[-1]
-        body, status = self.fast_post(request.user, request.data, raw_key)
+        raw_key = bearer_key(request.META.get("HTTP_AUTHORIZATION", ""))
+        body, status = self.fast_post(request.user, request.data, raw_key)  # type: ignore[arg-type]
         return Response(body, status=status)
 
 

@@ -343,14 +343,18 @@ class RedisGate:
     ) -> None:
         """Settle a batch in one round trip (a pipeline of the settle script). `only_held`:
         touch only holds still live (replays: the window counted their usage already)."""
-        mode = "2" if only_held else "1"
+        self._pipeline(self._settle_calls(team_id, items, now_ms, "2" if only_held else "1"))
+
+    def _settle_calls(
+        self, team_id: int, items: list[dict], now_ms: int, mode: str
+    ) -> list[tuple[Any, list, list]]:
         calls = []
         for item in items:
             keys = self._team_keys(team_id)[1:] + self._window_keys(team_id, item["model_id"])
             args = [now_ms, item["request_id"], item["tokens"], item["member"], WINDOW_MS,
                     item["event_ms"], mode]  # fmt: skip
             calls.append((self._settle, keys, args))
-        self._pipeline(calls)
+        return calls
 
     def _pipeline(self, calls: list[tuple[Any, list, list]]) -> None:
         """Run scripts in one round trip. (redis-py's own pipelining of scripts first asks
@@ -383,11 +387,7 @@ class RedisGate:
         for tag, spent in budget_spends:
             calls.append((self._set_max, self._budget_keys(team_id, tag)[:1],
                           [spent, BUDGET_TTL_MS]))  # fmt: skip
-        for item in items:
-            keys = self._team_keys(team_id)[1:] + self._window_keys(team_id, item["model_id"])
-            args = [now_ms, item["request_id"], item["tokens"], item["member"], WINDOW_MS,
-                    item["event_ms"], "1"]  # fmt: skip
-            calls.append((self._settle, keys, args))
+        calls.extend(self._settle_calls(team_id, items, now_ms, "1"))
         self._pipeline(calls)
 
     def hold_get(self, *, team_id: int, request_id: str) -> Hold | None:
