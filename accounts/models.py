@@ -322,6 +322,8 @@ class Notification(models.Model):
     title = models.CharField(max_length=200)
     body = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # When it was emailed to the team's owners and finance (a Celery task, after commit).
+    emailed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

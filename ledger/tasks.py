@@ -4,6 +4,7 @@ import logging
 
 from celery import shared_task
 
+from ledger.services import alerts
 from ledger.services.chain import ledger_chain_extend
 from ledger.services.cycles import cycles_renew_due
 from ledger.services.reconcile import reconcile_run
@@ -69,3 +70,14 @@ def payments_abandoned_cancel() -> int:
     from ledger.services.payments import payments_abandoned_cancel as cancel
 
     return cancel()
+
+
+@shared_task(acks_late=True)
+def notification_email(notification_id: int) -> bool:
+    return alerts.notification_email(notification_id=notification_id)
+
+
+@shared_task(acks_late=True)
+def notification_emails_sweep() -> int:
+    """The beat job (every 5 minutes): emails of notices whose task never ran."""
+    return alerts.notification_emails_sweep()

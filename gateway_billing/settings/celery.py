@@ -29,6 +29,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "dispatch-outbox": {"task": "accounts.tasks.dispatch_outbox", "schedule": 60.0},
     # API keys' last use, recorded in Redis on the hot path.
     "api-keys-last-used": {"task": "accounts.tasks.api_keys_last_used_flush", "schedule": 60.0},
+    # Alert emails whose task never ran (the broker was down when the alert committed).
+    "notification-emails": {"task": "ledger.tasks.notification_emails_sweep", "schedule": 300.0},
     # Tamper evidence: hash the ledger entries written since the last run.
     "chain-ledger": {"task": "ledger.tasks.chain_ledger", "schedule": 60.0},
 }

@@ -2,7 +2,7 @@
 
 The team's balance row is locked while a book is open, so each crossing is seen by exactly one
 transaction: every alert fires once per crossing, under any concurrency, and never for a change
-that rolls back (the webhook event goes to the outbox and the email leaves on commit).
+that rolls back (the webhook event goes to the outbox and the email is queued on commit).
 
 - `usage.threshold_reached` at 50, 75 and 100 % of a cycle's monthly allotment (the plan lots of
   that cycle, upgrades included): consumption only grows within a cycle, so each fires once.
@@ -13,9 +13,12 @@ that rolls back (the webhook event goes to the outbox and the email leaves on co
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import Membership, Notification, Role
 from accounts.services import webhook_event_emit
@@ -39,17 +42,53 @@ def team_notify(
     team_id: int, *, kind: str, event: str | None, title: str, body: str, data: dict
 ) -> None:
     """An in-app notice, a webhook event (when `event`) and an email to owners and finance,
-    all in the caller's transaction (the email leaves on commit)."""
-    Notification.objects.create(team_id=team_id, kind=kind, title=title, body=body)
+    all in the caller's transaction. The email is a Celery task queued on commit: no mail
+    server sits on the path of the request (often a usage post) that crossed the threshold."""
+    notice = Notification.objects.create(team_id=team_id, kind=kind, title=title, body=body)
     if event:
         webhook_event_emit(team_id=team_id, type=event, data=data)
+    transaction.on_commit(lambda: notification_email_enqueue(notice.pk), robust=True)
 
-    def email() -> None:
-        recipients = _recipients(team_id)
-        if recipients:
-            send_mail(title, body, settings.DEFAULT_FROM_EMAIL, recipients)
 
-    transaction.on_commit(email)
+def notification_email_enqueue(notification_id: int) -> None:
+    from ledger.tasks import notification_email  # the tasks module imports the services
+
+    notification_email.delay(notification_id)
+
+
+def notification_email(*, notification_id: int, now: datetime | None = None) -> bool:
+    """Email a notice to the team's owners and finance, once: the row is locked and stamped,
+    so a task that runs twice sends once. Returns whether it sent."""
+    with transaction.atomic():
+        notice = (
+            Notification.objects.select_for_update()
+            .filter(pk=notification_id, emailed_at__isnull=True)
+            .first()
+        )
+        if notice is None:
+            return False
+        recipients = _recipients(notice.team_id)
+        if recipients:  # a failure rolls the stamp back: the sweep sends it later
+            send_mail(notice.title, notice.body, settings.DEFAULT_FROM_EMAIL, recipients)
+        notice.emailed_at = now or timezone.now()
+        notice.save(update_fields=["emailed_at"])
+    return bool(recipients)
+
+
+def notification_emails_sweep(*, now: datetime | None = None) -> int:
+    """Queue the emails of notices whose task never ran (the broker was down at commit) or
+    failed: unsent, older than two minutes, younger than a day. Returns how many."""
+    now = now or timezone.now()
+    ids = list(
+        Notification.objects.filter(
+            emailed_at__isnull=True,
+            created_at__lt=now - timedelta(minutes=2),
+            created_at__gte=now - timedelta(days=1),
+        ).values_list("pk", flat=True)[:1000]
+    )
+    for pk in ids:
+        notification_email_enqueue(pk)
+    return len(ids)
 
 
 def alerts_after_debit(*, book: Book) -> int:

@@ -132,3 +132,37 @@ def test_the_dashboard_shows_notifications_and_sets_the_balance_alert(
 def test_an_outsider_cannot_set_another_teams_alert(client, team, outsider):
     client.force_login(outsider.user)
     assert client.post(f"/t/{team.slug}/alerts/balance/", {"threshold": "5"}).status_code == 404
+
+
+@pytest.mark.django_db
+def test_an_alert_email_is_sent_once_and_the_sweep_sends_what_was_never_queued(
+    team, owner, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ledger.services import alerts
+
+    notice = Notification.objects.create(team=team, kind="balance_low", title="Low", body="b")
+    assert alerts.notification_email(notification_id=notice.pk) is True
+    assert alerts.notification_email(notification_id=notice.pk) is False  # a task run twice
+    assert [m.to for m in mail.outbox] == [[owner.user.email]]
+
+    # the broker was down at commit: nothing was queued; the sweep finds it two minutes later
+    Notification.objects.create(team=team, kind="balance_low", title="Lost", body="b")
+    assert alerts.notification_emails_sweep() == 0  # too young: its own task may still run
+    later = timezone.now() + timedelta(minutes=3)
+    assert alerts.notification_emails_sweep(now=later) == 1  # the task runs eagerly here
+    assert [m.subject for m in mail.outbox] == ["Low", "Lost"]
+    assert alerts.notification_emails_sweep(now=later) == 0
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError("mail server down")
+
+    monkeypatch.setattr(alerts, "send_mail", refused)
+    failing = Notification.objects.create(team=team, kind="balance_low", title="Retry", body="b")
+    with pytest.raises(ConnectionRefusedError):
+        alerts.notification_email(notification_id=failing.pk)
+    failing.refresh_from_db()
+    assert failing.emailed_at is None  # left for the sweep
