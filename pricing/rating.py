@@ -111,12 +111,21 @@ def rate(usage: Usage, price: PriceTerms, credits_per_usd: Decimal) -> Cost:
                 price.input_per_1m,
                 "cache_write_tokens",
             )
-            + _unit_cost(usage.images, price.per_image, "images")
-            + _unit_cost(usage.megapixels, price.per_megapixel, "megapixels")
-            + _unit_cost(usage.video_seconds, price.per_video_second, "video_seconds")
-            + _unit_cost(usage.videos, price.per_video, "videos")
-            + _unit_cost(usage.requests, price.per_request, "requests")
         )
+        if (
+            usage.images
+            or usage.megapixels
+            or usage.video_seconds
+            or usage.videos
+            or usage.requests
+        ):
+            usd += (
+                _unit_cost(usage.images, price.per_image, "images")
+                + _unit_cost(usage.megapixels, price.per_megapixel, "megapixels")
+                + _unit_cost(usage.video_seconds, price.per_video_second, "video_seconds")
+                + _unit_cost(usage.videos, price.per_video, "videos")
+                + _unit_cost(usage.requests, price.per_request, "requests")
+            )
         if usage.gpu_seconds:
             gpu_rate = price.gpu_second_prices.get(usage.gpu_type)
             if gpu_rate is None:

@@ -38,6 +38,8 @@ def _get(obj: dict[str, Any], *names: str) -> Any:
 
 def count(value: Any, path: str) -> int:
     """A token count: a non-negative integer up to 10^10 (null or absent = 0)."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:  # the common case, first
+        return value
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
@@ -69,9 +71,13 @@ def _subtract(total: int, part: int, total_path: str, part_path: str) -> int:
 CANONICAL_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
+_CANONICAL_SET = frozenset(CANONICAL_KEYS)
+_CANONICAL_PATHS = tuple((key, f"usage.{key}") for key in CANONICAL_KEYS)
+
+
 def canonical(usage: dict[str, Any]) -> Tokens:
-    unknown = [k for k in usage if k not in CANONICAL_KEYS]
-    if unknown:
+    if not _CANONICAL_SET.issuperset(usage):
+        unknown = [k for k in usage if k not in _CANONICAL_SET]
         raise UsageFormatError(
             f"usage.{unknown[0]}",
             f"usage.{unknown[0]} is not a canonical field; use {', '.join(CANONICAL_KEYS)} or "
@@ -79,7 +85,7 @@ def canonical(usage: dict[str, Any]) -> Tokens:
         )
     if "input_tokens" not in usage and "output_tokens" not in usage:
         raise UsageFormatError("usage", "usage needs input_tokens and/or output_tokens.")
-    return tuple(count(usage.get(k), f"usage.{k}") for k in CANONICAL_KEYS)  # type: ignore[return-value]
+    return tuple(count(usage.get(key), path) for key, path in _CANONICAL_PATHS)  # type: ignore[return-value]
 
 
 def openai_chat(usage: dict[str, Any]) -> Tokens:

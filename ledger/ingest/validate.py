@@ -168,8 +168,8 @@ def _units(raw: Any) -> tuple[dict[str, Decimal], str]:
 def parse_event(raw: Any, *, now: datetime) -> ParsedEvent:
     if not isinstance(raw, dict):
         raise EventError("non_field_errors", "Each event must be a JSON object.")
-    unknown = [k for k in raw if k not in EVENT_FIELDS]
-    if unknown:
+    if not EVENT_FIELDS.issuperset(raw):
+        unknown = [k for k in raw if k not in EVENT_FIELDS]
         raise EventError(
             unknown[0], f"Unknown field {unknown[0]!r}; allowed: {', '.join(sorted(EVENT_FIELDS))}."
         )

@@ -23,7 +23,7 @@ from django.utils import timezone
 from accounts.models import Project
 from gateway_billing.permissions import TeamContext
 from ledger.bulk import BulkInsert
-from ledger.ingest.validate import EventError, ParsedEvent, parse_event
+from ledger.ingest.validate import UNIT_FIELDS, EventError, ParsedEvent, parse_event
 from ledger.models import EntryKind, LedgerEntry, UsageEvent, UsageState
 from pricing.rating import UnpricedUsage, Usage, rate
 from pricing.selectors import PriceBook, model_suggestions, price_book
@@ -34,6 +34,7 @@ from .budgets import budgets_after_debit
 
 MAX_BATCH = 1000
 ZERO = Decimal(0)
+NO_UNITS = (ZERO,) * len(UNIT_FIELDS)  # the unit columns of a tokens-only event
 
 # Hooks run after commit with (team_id, newly recorded results, UsageCommit): the gate settles
 # holds, counts tokens and mirrors the balance and budget spend, all in one round trip.
@@ -139,6 +140,8 @@ def _error(index: int, exc: EventError, event_id: str | None = None) -> EventRes
 
 def _usage(event: ParsedEvent) -> Usage:
     units = event.units
+    if not units:  # tokens only (the common case)
+        return Usage(*event.tokens)
     return Usage(
         *event.tokens,
         images=units.get("images", ZERO),
@@ -236,12 +239,7 @@ def _prepare(
         now,
         event.status_code,
         *event.tokens,
-        units.get("images", ZERO),
-        units.get("megapixels", ZERO),
-        units.get("video_seconds", ZERO),
-        units.get("videos", ZERO),
-        units.get("requests", ZERO),
-        units.get("gpu_seconds", ZERO),
+        *((units.get(name, ZERO) for name in UNIT_FIELDS) if units else NO_UNITS),
         event.gpu_type,
         event.usage_format,
         orjson.dumps(event.raw_usage).decode() if event.raw_usage is not None else None,
