@@ -1,7 +1,7 @@
 -- wrk script: POST usage events with unique ids (or authorize calls, or GET /healthz),
 -- spread over the keys in KEYS_FILE.
 -- env: KEYS_FILE (one API key per line), MODE = "single" | "batch" | "authorize" | "empty",
---      BATCH (events per batch),
+--      BATCH (events per batch), THINK_MS (a pause after each answer: a load below saturation),
 --      OUT (file the summary JSON is appended to), LABEL.
 local keys = {}
 local mode = os.getenv("MODE") or "single"
@@ -55,6 +55,11 @@ function request()
     return wrk.format("POST", "/api/v1/usage/batch", headers, '{"events":[' .. table.concat(parts, ",") .. ']}')
   end
   return wrk.format("POST", "/api/v1/usage", headers, event())
+end
+
+local think = tonumber(os.getenv("THINK_MS") or "0")
+if think > 0 then
+  function delay() return think end
 end
 
 function done(summary, latency, requests)
