@@ -155,37 +155,23 @@ class Book:
             "SELECT id, source, amount_nano, remaining_nano, priority, expires_at, created_at "
             "FROM ledger_creditlot WHERE team_id = %s AND remaining_nano > 0"
         )
-        row, lot_rows = None, None
-        if connection.vendor == "postgresql":
-            # Both reads in one round trip (psycopg's pipeline mode). Still two statements: the
-            # lots must be read with a snapshot taken after the lock is granted, which a
-            # second statement is (READ COMMITTED) and a join in the locking one would not be.
-            connection.ensure_connection()
-            with (
-                connection.connection.pipeline(),
-                connection.cursor() as c1,
-                connection.cursor() as c2,
-            ):
-                c1.execute(select, [team_id])
-                c2.execute(select_lots, [team_id])
-                row, lot_rows = c1.fetchone(), c2.fetchall()
+        # Two statements: the lots must be read with a snapshot taken after the lock is granted,
+        # which a second statement is (READ COMMITTED) and a join in the locking one is not.
+        # (psycopg's pipeline mode does not save a round trip here: leaving it costs a Sync.)
         with connection.cursor() as cursor:
-            if row is None:  # SQLite, or the team's first movement
-                lot_rows = None  # (any read so far was not under the lock)
+            cursor.execute(select, [team_id])
+            row = cursor.fetchone()
+            if row is None:  # the team's first movement: create the balance row, then lock it
+                cursor.execute(
+                    "INSERT INTO ledger_teambalance (team_id, balance_nano, overdraft_nano, "
+                    "version, has_budgets, updated_at) VALUES (%s, 0, 0, 0, FALSE, %s) "
+                    "ON CONFLICT (team_id) DO NOTHING",
+                    [team_id, connection.ops.adapt_datetimefield_value(now)],
+                )
                 cursor.execute(select, [team_id])
                 row = cursor.fetchone()
-                if row is None:  # create the balance row, then lock it; lots read after that
-                    cursor.execute(
-                        "INSERT INTO ledger_teambalance (team_id, balance_nano, overdraft_nano, "
-                        "version, has_budgets, updated_at) VALUES (%s, 0, 0, 0, FALSE, %s) "
-                        "ON CONFLICT (team_id) DO NOTHING",
-                        [team_id, connection.ops.adapt_datetimefield_value(now)],
-                    )
-                    cursor.execute(select, [team_id])
-                    row = cursor.fetchone()
-            if lot_rows is None:
-                cursor.execute(select_lots, [team_id])
-                lot_rows = cursor.fetchall()
+            cursor.execute(select_lots, [team_id])
+            lot_rows = cursor.fetchall()
         lots = [LiveLot(*r[:5], _aware(r[5]), _aware(r[6])) for r in lot_rows]
         book = cls(team_id, row[0], row[1], lots, now)
         book.version, book.low_threshold, book.has_budgets = row[2], row[3], bool(row[4])
