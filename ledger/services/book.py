@@ -63,6 +63,26 @@ def _aware(value: datetime | str | None) -> datetime | None:
     return value
 
 
+def _lock_and_read(
+    cursor: Any, select: str, select_lots: str, team_id: int, now: datetime
+) -> tuple[Any, list[Any]]:
+    """Book.open's two statements, one round trip each: lock the balance row (creating it on
+    the team's first movement), then read the live lots."""
+    cursor.execute(select, [team_id])
+    row = cursor.fetchone()
+    if row is None:
+        cursor.execute(
+            "INSERT INTO ledger_teambalance (team_id, balance_nano, overdraft_nano, "
+            "version, has_budgets, updated_at) VALUES (%s, 0, 0, 0, FALSE, %s) "
+            "ON CONFLICT (team_id) DO NOTHING",
+            [team_id, connection.ops.adapt_datetimefield_value(now)],
+        )
+        cursor.execute(select, [team_id])
+        row = cursor.fetchone()
+    cursor.execute(select_lots, [team_id])
+    return row, cursor.fetchall()
+
+
 class LedgerInvariantError(RuntimeError):
     """The book does not add up: the transaction is rolled back and nothing is written."""
 
@@ -156,22 +176,18 @@ class Book:
             "FROM ledger_creditlot WHERE team_id = %s AND remaining_nano > 0"
         )
         # Two statements: the lots must be read with a snapshot taken after the lock is granted,
-        # which a second statement is (READ COMMITTED) and a join in the locking one is not.
-        # (psycopg's pipeline mode does not save a round trip here: leaving it costs a Sync.)
+        # which a second statement is (READ COMMITTED) and a join in the locking one is not. On
+        # PostgreSQL a function runs both in one round trip (migration 0007 explains it).
+        # (psycopg's pipeline mode does not save one: leaving the pipeline costs a Sync.)
         with connection.cursor() as cursor:
-            cursor.execute(select, [team_id])
-            row = cursor.fetchone()
-            if row is None:  # the team's first movement: create the balance row, then lock it
-                cursor.execute(
-                    "INSERT INTO ledger_teambalance (team_id, balance_nano, overdraft_nano, "
-                    "version, has_budgets, updated_at) VALUES (%s, 0, 0, 0, FALSE, %s) "
-                    "ON CONFLICT (team_id) DO NOTHING",
-                    [team_id, connection.ops.adapt_datetimefield_value(now)],
-                )
-                cursor.execute(select, [team_id])
-                row = cursor.fetchone()
-            cursor.execute(select_lots, [team_id])
-            lot_rows = cursor.fetchall()
+            row, lot_rows = None, []
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT * FROM ledger_book_open(%s)", [team_id])
+                found = cursor.fetchall()
+                if found:  # one row per live lot, each with the balance row's columns
+                    row, lot_rows = found[0][:6], [r[6:] for r in found if r[6] is not None]
+            if row is None:  # SQLite, or the team's first movement
+                row, lot_rows = _lock_and_read(cursor, select, select_lots, team_id, now)
         lots = [LiveLot(*r[:5], _aware(r[5]), _aware(r[6])) for r in lot_rows]
         book = cls(team_id, row[0], row[1], lots, now)
         book.version, book.low_threshold, book.has_budgets = row[2], row[3], bool(row[4])

@@ -106,3 +106,54 @@ def test_many_threads_ingesting_for_one_team_keep_the_books_exact(team, key_fact
         running += amount
         assert after == running
     assert reconciliation_drifts() == []
+
+
+def test_a_book_waiting_for_the_lock_sees_the_lot_the_holder_added(team):
+    """Book.open reads the lots after the team's lock is granted (on PostgreSQL inside
+    ledger_book_open, a second statement with its own snapshot): a book that waited for a
+    transaction adding a lot spends from that lot instead of running into the overdraft."""
+    import time
+
+    from django.db import transaction
+
+    from ledger.models import EntryKind, LotSource
+    from ledger.services.book import Book
+    from pricing.money import NANO
+
+    grant(team, 1)  # the balance row exists and one lot is live
+    holding, opened = threading.Event(), {}
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                book = Book.open(team.id)
+                holding.set()
+                time.sleep(0.5)  # the other book is waiting for the lock meanwhile
+                _, allocations = book.add_lot(source=LotSource.ADDON, amount=5 * NANO,
+                                              reference=f"late-lot:{team.id}")  # fmt: skip
+                book.post(EntryKind.TOPUP, 5 * NANO, allocations, f"late-lot:{team.id}")
+                book.close()
+        finally:
+            connection.close()
+
+    def waiter() -> None:
+        try:
+            holding.wait(5)
+            with transaction.atomic():
+                started = time.monotonic()
+                book = Book.open(team.id)
+                opened["waited"] = time.monotonic() - started
+                opened["allocations"] = book.spend(2 * NANO)
+                book.post(EntryKind.USAGE, -2 * NANO, opened["allocations"], f"w:{team.id}")
+                book.close()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert opened["waited"] > 0.3  # it did wait for the lock
+    assert "overdraft" not in opened["allocations"][0]  # and spent the late lot
+    assert balance_nano(team) == 4 * NANO == entries_sum(team)
