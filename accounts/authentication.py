@@ -110,7 +110,7 @@ def _gate():
     return gate()
 
 
-_loading = threading.Lock()  # one load per key at a time: racing threads wait and share it
+_loading = threading.Lock()  # one load at a time per process: racing threads wait and share it
 
 
 def _resolve(key_hash: str, *, stale: ApiPrincipal | None = None) -> ApiPrincipal | None:

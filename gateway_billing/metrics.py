@@ -79,11 +79,11 @@ def authorize_observe(response: Any, seconds: float) -> None:
     if response is None:
         decision = "server_error"
     elif response.status_code != 200:
-        data = getattr(response, "data", None)
-        if data is None and getattr(response, "error_code", None):
-            data = {"error": {"code": response.error_code}}
-        error = data.get("error") if isinstance(data, dict) else None
-        decision = error.get("code") if isinstance(error, dict) else str(response.status_code)
+        decision = getattr(response, "error_code", None)  # the fast path's answers carry it
+        if decision is None:  # DRF's Response
+            data = getattr(response, "data", None)
+            error = data.get("error") if isinstance(data, dict) else None
+            decision = error.get("code") if isinstance(error, dict) else str(response.status_code)
     AUTHORIZE_SECONDS.observe(seconds)
     AUTHORIZE_DECISIONS.labels(decision).inc()
 

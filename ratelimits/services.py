@@ -40,6 +40,12 @@ logger = logging.getLogger(__name__)
 
 MICRO = 1000  # nano-credits per micro-credit (the gate's unit)
 
+
+def micro_up(nano: int) -> int:
+    """Nano-credits in the gate's micro-credits, rounded up (spend and holds: never under)."""
+    return -(-nano // MICRO)
+
+
 _gate: RedisGate | LocalGate | None = None
 
 
@@ -177,7 +183,7 @@ def _committed_spend(held: _HeldBudget) -> int:
 def _budget_cold_load(*, team_id: int, held: _HeldBudget) -> None:
     """Mirror a budget period's committed spend from the database (rounded up)."""
     spent = _committed_spend(held)
-    gate().budget_spent_set(team_id=team_id, tag=held.tag, spent=-(-spent // MICRO))
+    gate().budget_spent_set(team_id=team_id, tag=held.tag, spent=micro_up(spent))
 
 
 def _budget_exceeded(
@@ -255,7 +261,7 @@ def authorize(
             "model_unpriced", f"{model.name} has no price yet, so it cannot be authorized.",
             fields={"model": ["No price."]}, status_code=422,
         ) from None  # fmt: skip
-    cost_micro = -(-cost.nano_credits // MICRO)  # rounded up: a hold never under-reserves
+    cost_micro = micro_up(cost.nano_credits)  # a hold never under-reserves
     held_budgets = _held_budgets(ctx=ctx, budgets=budgets, cycle_start=cycle_start,
                                  project=request.project, at=at)  # fmt: skip
     tokens = request.estimated_input_tokens + request.max_output_tokens
@@ -394,7 +400,7 @@ def on_budget_commit(team_id: int, spends: list) -> None:
     try:
         for budget_id, start, spent in spends:
             gate().budget_spent_set(team_id=team_id, tag=budget_tag(budget_id, start),
-                                    spent=-(-spent // MICRO))  # fmt: skip
+                                    spent=micro_up(spent))  # fmt: skip
     except Exception:  # rebuilt from the database on the next cold read
         logger.warning("gate: budget mirror not updated", exc_info=True)
 
@@ -444,7 +450,7 @@ def on_usage_commit(team_id: int, results: list, change: UsageCommit | None = No
     balance = None
     if change.balance is not None:
         balance = (change.balance[0] // MICRO, change.balance[1])
-    spends = [(budget_tag(budget_id, start), -(-spent // MICRO))
+    spends = [(budget_tag(budget_id, start), micro_up(spent))
               for budget_id, start, spent in change.budget_spends]  # fmt: skip
     try:
         gate().usage_commit(team_id=team_id, balance=balance, budget_spends=spends, items=items,

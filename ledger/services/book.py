@@ -63,11 +63,16 @@ def _aware(value: datetime | str | None) -> datetime | None:
     return value
 
 
-def _lock_and_read(
-    cursor: Any, select: str, select_lots: str, team_id: int, now: datetime
-) -> tuple[Any, list[Any]]:
+_SELECT_LOTS = (
+    "SELECT id, source, amount_nano, remaining_nano, priority, expires_at, created_at "
+    "FROM ledger_creditlot WHERE team_id = %s AND remaining_nano > 0"
+)
+
+
+def _lock_and_read(cursor: Any, team_id: int, now: datetime) -> tuple[Any, list[Any]]:
     """Book.open's two statements, one round trip each: lock the balance row (creating it on
     the team's first movement), then read the live lots."""
+    select = _SELECT_BALANCE + (" FOR UPDATE" if connection.features.has_select_for_update else "")
     cursor.execute(select, [team_id])
     row = cursor.fetchone()
     if row is None:
@@ -79,7 +84,7 @@ def _lock_and_read(
         )
         cursor.execute(select, [team_id])
         row = cursor.fetchone()
-    cursor.execute(select_lots, [team_id])
+    cursor.execute(_SELECT_LOTS, [team_id])
     return row, cursor.fetchall()
 
 
@@ -168,13 +173,6 @@ class Book:
     @classmethod
     def open(cls, team_id: int, *, now: datetime | None = None) -> Book:
         now = now or timezone.now()
-        select = _SELECT_BALANCE + (
-            " FOR UPDATE" if connection.features.has_select_for_update else ""
-        )
-        select_lots = (
-            "SELECT id, source, amount_nano, remaining_nano, priority, expires_at, created_at "
-            "FROM ledger_creditlot WHERE team_id = %s AND remaining_nano > 0"
-        )
         # Two statements: the lots must be read with a snapshot taken after the lock is granted,
         # which a second statement is (READ COMMITTED) and a join in the locking one is not. On
         # PostgreSQL a function runs both in one round trip (migration 0007 explains it).
@@ -187,7 +185,7 @@ class Book:
                 if found:  # one row per live lot, each with the balance row's columns
                     row, lot_rows = found[0][:6], [r[6:] for r in found if r[6] is not None]
             if row is None:  # SQLite, or the team's first movement
-                row, lot_rows = _lock_and_read(cursor, select, select_lots, team_id, now)
+                row, lot_rows = _lock_and_read(cursor, team_id, now)
         lots = [LiveLot(*r[:5], _aware(r[5]), _aware(r[6])) for r in lot_rows]
         book = cls(team_id, row[0], row[1], lots, now)
         book.version, book.low_threshold, book.has_budgets = row[2], row[3], bool(row[4])
