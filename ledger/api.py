@@ -6,6 +6,7 @@ ledger.ingest.validate (fast); the serializers below document the same shape for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -67,18 +68,24 @@ def render_price(book: PriceBook, model_id: int | None, price_id: int | None) ->
     }
 
 
-def render_result(result: EventResult, price: dict | None, balance: dict[str, int] | None) -> dict:
+def render_result(
+    result: EventResult,
+    price: dict | None,
+    balance: dict[str, int] | None,
+    credits: Callable[[int], str] = format_credits,
+) -> dict:
     if result.error is not None:
         return {"id": result.event_id, "status": result.status, "error": result.error}
+    buckets = result.balance or balance or {}
     return {
         "id": result.event_id,
         "status": result.status,
         "state": result.state,
         "replayed": result.replayed,
         "cost_usd": format_usd(result.cost_usd) if result.cost_usd is not None else None,
-        "credits": format_credits(result.credits_nano) if result.credits_nano is not None else None,
+        "credits": credits(result.credits_nano) if result.credits_nano is not None else None,
         "price": price,
-        "balance": render_buckets(result.balance or balance or {}),
+        "balance": {name: credits(value) for name, value in buckets.items()},
     }
 
 
@@ -88,11 +95,21 @@ def _render_all(team_id: int, results: list[EventResult]) -> list[dict]:
     if any(r.error is None and r.balance is None for r in results):
         current = selectors.balance_get(team_id=team_id).buckets()
     prices: dict[int | None, dict | None] = {None: None}  # a batch uses few price versions
+    # Most of a batch's balance figures repeat from event to event (the buckets the events do
+    # not draw from): each distinct amount is formatted once.
+    texts: dict[int, str] = {}
+
+    def credits(nano: int) -> str:
+        text = texts.get(nano)
+        if text is None:
+            text = texts[nano] = format_credits(nano)
+        return text
+
     out = []
     for r in results:
         if r.price_id not in prices:
             prices[r.price_id] = render_price(book, r.model_id, r.price_id)
-        out.append(render_result(r, prices[r.price_id], current))
+        out.append(render_result(r, prices[r.price_id], current, credits))
     return out
 
 

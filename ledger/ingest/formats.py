@@ -72,7 +72,6 @@ CANONICAL_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_w
 
 
 _CANONICAL_SET = frozenset(CANONICAL_KEYS)
-_CANONICAL_PATHS = tuple((key, f"usage.{key}") for key in CANONICAL_KEYS)
 
 
 def canonical(usage: dict[str, Any]) -> Tokens:
@@ -85,7 +84,13 @@ def canonical(usage: dict[str, Any]) -> Tokens:
         )
     if "input_tokens" not in usage and "output_tokens" not in usage:
         raise UsageFormatError("usage", "usage needs input_tokens and/or output_tokens.")
-    return tuple(count(usage.get(key), path) for key, path in _CANONICAL_PATHS)  # type: ignore[return-value]
+    get = usage.get
+    return (
+        count(get("input_tokens"), "usage.input_tokens"),
+        count(get("output_tokens"), "usage.output_tokens"),
+        count(get("cache_read_tokens"), "usage.cache_read_tokens"),
+        count(get("cache_write_tokens"), "usage.cache_write_tokens"),
+    )
 
 
 def openai_chat(usage: dict[str, Any]) -> Tokens:

@@ -34,7 +34,7 @@ from .budgets import budgets_after_debit
 
 MAX_BATCH = 1000
 ZERO = Decimal(0)
-NO_UNITS = (ZERO,) * len(UNIT_FIELDS)  # the unit columns of a tokens-only event
+NO_UNITS = (0,) * len(UNIT_FIELDS)  # the unit columns of a tokens-only event (ints: JSON as-is)
 
 # Hooks run after commit with (team_id, newly recorded results, UsageCommit): the gate settles
 # holds, counts tokens and mirrors the balance and budget spend, all in one round trip.
