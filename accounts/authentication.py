@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from django.db.models import Q
+from django.db.models import Case, DateTimeField, Value, When
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
@@ -215,14 +216,23 @@ def _touch(key_id: int) -> None:
     ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
 
 
+FLUSH_CHUNK = 500  # keys per UPDATE
+
+
 def keys_last_used_flush() -> int:
-    """Write the uses recorded in the gate's store to the keys (the beat job). Returns count."""
-    used = _gate().keys_used_take()
-    for key_id, at_ms in used.items():
-        at = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
-        ApiKey.objects.filter(pk=key_id).filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lt=at)
-        ).update(last_used_at=at)
+    """Write the uses recorded in the gate's store to the keys (the beat job), one UPDATE per
+    500 keys; a key's last use never moves back. Returns how many keys were recorded."""
+    used = list(_gate().keys_used_take().items())
+    for start in range(0, len(used), FLUSH_CHUNK):
+        chunk = used[start : start + FLUSH_CHUNK]
+        at = Case(
+            *(When(pk=key_id, then=Value(datetime.fromtimestamp(ms / 1000, tz=UTC)))
+              for key_id, ms in chunk),
+            output_field=DateTimeField(),
+        )  # fmt: skip
+        ApiKey.objects.filter(pk__in=[key_id for key_id, _ in chunk]).update(
+            last_used_at=Greatest(Coalesce("last_used_at", at), at)
+        )
     return len(used)
 
 

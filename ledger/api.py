@@ -38,8 +38,10 @@ from pricing.selectors import PriceBook, price_book
 # ---- rendering -----------------------------------------------------------------------------
 
 
-def render_buckets(buckets: dict[str, int]) -> dict[str, str]:
-    return {name: format_credits(value) for name, value in buckets.items()}
+def render_buckets(
+    buckets: dict[str, int], credits: Callable[[int], str] = format_credits
+) -> dict[str, str]:
+    return {name: credits(value) for name, value in buckets.items()}
 
 
 def render_price(book: PriceBook, model_id: int | None, price_id: int | None) -> dict | None:
@@ -76,7 +78,6 @@ def render_result(
 ) -> dict:
     if result.error is not None:
         return {"id": result.event_id, "status": result.status, "error": result.error}
-    buckets = result.balance or balance or {}
     return {
         "id": result.event_id,
         "status": result.status,
@@ -85,7 +86,7 @@ def render_result(
         "cost_usd": format_usd(result.cost_usd) if result.cost_usd is not None else None,
         "credits": credits(result.credits_nano) if result.credits_nano is not None else None,
         "price": price,
-        "balance": {name: credits(value) for name, value in buckets.items()},
+        "balance": render_buckets(result.balance or balance or {}, credits),
     }
 
 

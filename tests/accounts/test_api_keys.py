@@ -80,6 +80,28 @@ def test_the_secret_authenticates_me(client, owner):
     assert key.last_used_at is not None
 
 
+def test_the_last_use_flush_writes_every_key_in_one_statement_and_never_moves_back(
+    team, django_assert_num_queries
+):
+    from datetime import UTC, datetime
+
+    from accounts.authentication import _gate
+
+    fresh = services.api_key_create(team=team, scopes=["usage:read"]).key
+    ahead = services.api_key_create(team=team, scopes=["usage:read"]).key
+    later = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    ApiKey.objects.filter(pk=ahead.pk).update(last_used_at=later)
+    used_ms = int(datetime(2026, 5, 1, 12, 0, tzinfo=UTC).timestamp() * 1000)
+    _gate().key_used(key_id=fresh.pk, at_ms=used_ms)
+    _gate().key_used(key_id=ahead.pk, at_ms=used_ms)
+    with django_assert_num_queries(1):
+        assert keys_last_used_flush() == 2
+    fresh.refresh_from_db()
+    ahead.refresh_from_db()
+    assert fresh.last_used_at == datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    assert ahead.last_used_at == later  # an older recorded use does not move it back
+
+
 def test_me_without_a_project_is_null(key_client, team):
     body = key_client(team, ["usage:read"]).get(ME).json()
     assert body["project"] is None and body["scopes"] == ["usage:read"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = (
-    "import gc, json, gateway_billing.wsgi as w; "
+    "import gc, json, sys, gateway_billing.wsgi; "
     "print(json.dumps({'frozen': gc.get_freeze_count(), 'gen0': gc.get_threshold()[0], "
-    "'views_loaded': 'ledger.api' in __import__('sys').modules}))"
+    "'views_loaded': 'ledger.api' in sys.modules}))"
 )
 
 
