@@ -76,6 +76,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # text (the ingest hot path sends one array per column), and repeated statements are
     # prepared by psycopg.
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = (
+        env.int("DB_PREPARE_THRESHOLD", default=5) or None
+    )
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Take the write lock when a transaction starts, not halfway (no "database is locked"
     # upgrades), and wait for it rather than failing at once.

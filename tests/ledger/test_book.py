@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from ledger.models import CreditLot, EntryKind, LedgerEntry, LotSource
@@ -179,3 +180,41 @@ def test_a_new_team_gets_its_first_cycle_of_plan_credits(team_factory):
     assert lot.expires_at == team.subscription.current_cycle_end
     balance = balance_get(team_id=team.id)
     assert (balance.total, balance.monthly, balance.addon) == (5000 * NANO, 5000 * NANO, 0)
+
+
+def test_a_spend_across_more_lots_than_the_listed_update_takes(team):
+    """Past 64 touched lots the book writes them through arrays instead of a VALUES list:
+    every lot still ends where the spend order puts it."""
+    for _ in range(70):
+        grant(team, 1)
+    spend(team, 68)
+    left = sorted(
+        CreditLot.objects.filter(team_id=team.id).values_list("remaining_nano", flat=True)
+    )
+    assert left == [0] * 68 + [NANO, NANO]
+    assert balance_nano(team) == entries_sum(team) == 2 * NANO
+    assert reconciliation_drifts() == []
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's plan cache")
+def test_the_books_closing_statement_keeps_its_cached_plan(team, outsider_team):
+    """The closing statement is prepared (DB_PREPARE_THRESHOLD) and PostgreSQL keeps its
+    generic plan instead of planning it afresh on every call (the unnest() form it replaced
+    was re-planned each time once the table had statistics: about 40 % of its cost)."""
+    for _ in range(150):
+        grant(outsider_team, 1)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE ledger_creditlot")
+    grant(team, 1000)
+    for _ in range(20):
+        spend(team, 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE 'WITH lots AS%%'"
+        )
+        plans = cursor.fetchall()
+    assert plans, "the closing statement is not prepared"
+    generic, custom = map(sum, zip(*plans, strict=True))
+    assert generic >= 10
+    assert custom <= 5  # PostgreSQL's first five executions of it try custom plans
