@@ -32,12 +32,14 @@ so a revoked key or a new budget takes effect on the next request without a look
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 
 WINDOW_MS = 60_000
 HOLD_TTL_MS = 10 * 60_000
@@ -260,9 +262,62 @@ return 1
 """
 
 
+class _Wire:
+    """The gate's per-request commands (authorize, settle, the key's epoch) on a connection
+    each thread keeps, through redis-py's Connection directly: pack, send, read. redis-py's
+    per-command path (pool checkout and return, the retry wrapper, the observability hooks)
+    costs more CPU than the round trip it wraps: a GET measured 84 us through the client and
+    34 us this way on the 2-core bench VM (a raw socket: 25 us). The connection comes from the
+    client's pool settings (address, database, timeouts). A dropped connection (Redis
+    restarted) is opened again and the command sent once more, as redis-py's retry does; every
+    command sent here is safe to repeat. A timeout or a second failure reaches the caller,
+    whose fallback applies."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._local = threading.local()
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.pid != os.getpid():  # a forked child opens its own
+            conn = self._local.conn = self._pool.connection_class(**self._pool.connection_kwargs)
+        return conn
+
+    def execute(self, *args: Any) -> Any:
+        """One command's reply; an error reply is raised (ResponseError, NoScriptError)."""
+        try:
+            conn = self._connection()
+            conn.send_packed_command(conn.pack_command(*args), check_health=False)
+            return conn.read_response()
+        except RedisConnectionError:
+            conn = self._connection()  # disconnected by the failure: this reconnects
+            conn.send_packed_command(conn.pack_command(*args), check_health=False)
+            return conn.read_response()
+
+    def pipeline(self, commands: list[tuple]) -> list[Any]:
+        """The commands in one round trip; their replies in order, an error reply as its
+        exception (the rest still run)."""
+        try:
+            return self._pipeline(commands)
+        except RedisConnectionError:
+            return self._pipeline(commands)
+
+    def _pipeline(self, commands: list[tuple]) -> list[Any]:
+        conn = self._connection()
+        conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+
 class RedisGate:
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._wire = _Wire(client.connection_pool)
         self._authorize = client.register_script(_AUTHORIZE)
         self._settle = client.register_script(_SETTLE)
         self._set_balance = client.register_script(_SET_BALANCE)
@@ -312,7 +367,7 @@ class RedisGate:
         for tag, budget_limit in budgets:
             keys.extend(self._budget_keys(team_id, tag))
             args.extend((budget_limit, tag))
-        row = self._authorize(keys=keys, args=args)
+        row = self._run(self._authorize, keys, args)
         outcome = row[0].decode() if isinstance(row[0], bytes) else row[0]
         if outcome == "stale":
             return GateAnswer("stale")
@@ -362,10 +417,9 @@ class RedisGate:
         (restarted, flushed) fails without running; it is loaded and that call alone re-run."""
         if not calls:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for script, keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        results = pipe.execute(raise_on_error=False)
+        results = self._wire.pipeline(
+            [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
+        )
         missing = [c for c, r in zip(calls, results, strict=True) if isinstance(r, NoScriptError)]
         for failed in (r for r in results if isinstance(r, Exception)):
             if not isinstance(failed, NoScriptError):
@@ -407,8 +461,16 @@ class RedisGate:
         self.held(team_id=team_id, now_ms=now_ms)  # expires what is due first
         return max(int(self.client.get(self._budget_keys(team_id, tag)[1]) or 0), 0)
 
+    def _run(self, script: Any, keys: list, args: list) -> Any:
+        """A script's reply; a script the server does not know (restarted, flushed) is loaded
+        and run again."""
+        try:
+            return self._wire.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return script(keys=keys, args=args)
+
     def epoch(self, *, team_id: int) -> str:
-        value = self.client.get(self._epoch_key(team_id))
+        value = self._wire.execute("GET", self._epoch_key(team_id))
         return value.decode() if value is not None else ""
 
     def epoch_bump(self, *, team_id: int) -> None:

@@ -29,35 +29,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def own_redis():
+def _redis_server(port: int) -> subprocess.Popen:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is required (it runs the suite's Redis too)")
-    port = _free_port()
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
     )
+
+
+def _wait_up(client: redis.Redis) -> None:
+    for _ in range(100):
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def own_redis():
+    port = _free_port()
+    proc = _redis_server(port)
     client = redis.Redis(
         host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5,
         retry=Retry(NoBackoff(), 0),
     )  # fmt: skip
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield proc, client
-    proc.kill()
-    proc.wait()
+    _wait_up(client)
+    procs = [proc]
+    yield procs, client
+    for proc in procs:
+        proc.kill()
+        proc.wait()
 
 
 def test_redis_down_falls_back_to_the_database_and_ingest_keeps_recording(
     own_redis, team_factory, key_client
 ):
-    proc, client = own_redis
+    (proc,), client = own_redis
     services._gate = RedisGate(client)
     team = team_factory(plan="free")  # 300 credits
     api = key_client(team)
@@ -94,7 +104,7 @@ def test_redis_down_hard_caps_are_checked_against_committed_spend(
 ):
     from ledger.services.budgets import budget_create
 
-    proc, client = own_redis
+    (proc,), client = own_redis
     services._gate = RedisGate(client)
     team = team_factory(plan="free")  # 300 credits
     with django_capture_on_commit_callbacks(execute=True):
@@ -123,7 +133,7 @@ def test_redis_down_a_key_revoked_meanwhile_is_refused(
 
     from accounts.services import api_key_revoke
 
-    proc, client = own_redis
+    (proc,), client = own_redis
     services._gate = RedisGate(client)
     team = team_factory(plan="free")
     key, secret = key_factory(team, ["authorize", "usage:write"])
@@ -140,3 +150,24 @@ def test_redis_down_a_key_revoked_meanwhile_is_refused(
     assert (refused.status_code, refused.json()["error"]["code"]) == (401, "unauthenticated")
     usage = {"id": "late", "model": "gpt-5", "usage": {"input_tokens": 1, "output_tokens": 1}}
     assert api.post("/api/v1/usage", usage, format="json").status_code == 401
+
+
+def test_a_restarted_redis_is_reconnected_to_without_falling_back(
+    own_redis, team_factory, key_client
+):
+    """The gate keeps one connection per thread; when Redis restarts under it, the next call
+    opens a new one and is answered by Redis (state rebuilt from the database), not by the
+    outage fallback."""
+    procs, client = own_redis
+    services._gate = RedisGate(client)
+    team = team_factory(plan="free")
+    api = key_client(team)
+    assert api.post("/api/v1/authorize", ASK, format="json").json()["degraded"] is False
+
+    procs[0].kill()
+    procs[0].wait()
+    procs.append(_redis_server(client.connection_pool.connection_kwargs["port"]))
+    _wait_up(client)
+    again = api.post("/api/v1/authorize", ASK, format="json").json()
+    assert again["degraded"] is False
+    assert again["balance"]["total"] == "300.000000000"  # reloaded from the database
