@@ -72,9 +72,10 @@ DATABASES = {
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Server-side binding: array parameters travel as-is instead of being quoted into the SQL
-    # text (the ingest hot path sends one array per column), and repeated statements are
-    # prepared by psycopg.
+    # Server-side binding: parameters travel apart from the SQL text instead of being quoted
+    # into it. Prepared statements: Django turns psycopg's off unless asked (for poolers); on,
+    # a statement run DB_PREPARE_THRESHOLD times on a connection is planned once, not on every
+    # call (planning was up to half of each ingest statement's time; README, Benchmarks).
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
     DATABASES["default"]["OPTIONS"]["prepare_threshold"] = (
         env.int("DB_PREPARE_THRESHOLD", default=5) or None

@@ -55,7 +55,7 @@ def _pg_lots_update(count: int) -> tuple[str, bool]:
     arrays). The statements are prepared (DB_PREPARE_THRESHOLD), and PostgreSQL keeps a
     prepared statement's generic plan only when it costs no more than a fresh one: over arrays
     of unknown length it assumes 10 rows, so the unnest() form was planned afresh on every
-    call (about 40 % of the statement's time for one event). A VALUES list of `count` rows is
+    call (half of the statement's time for one event). A VALUES list of `count` rows is
     estimated exactly and its plan is kept; a book touches a few lots, so a few texts are
     prepared. Past 64 lots (a rare book) the arrays again, planned each time."""
     if count > 64:

@@ -200,7 +200,7 @@ def test_a_spend_across_more_lots_than_the_listed_update_takes(team):
 def test_the_books_closing_statement_keeps_its_cached_plan(team, outsider_team):
     """The closing statement is prepared (DB_PREPARE_THRESHOLD) and PostgreSQL keeps its
     generic plan instead of planning it afresh on every call (the unnest() form it replaced
-    was re-planned each time once the table had statistics: about 40 % of its cost)."""
+    was re-planned each time once the table had statistics: half of its time)."""
     for _ in range(150):
         grant(outsider_team, 1)
     with connection.cursor() as cursor:
