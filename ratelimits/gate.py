@@ -288,13 +288,14 @@ class _Wire:
     def execute(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised (ResponseError, NoScriptError)."""
         try:
-            conn = self._connection()
-            conn.send_packed_command([pack_command(args)], check_health=False)
-            return conn.read_response()
-        except RedisConnectionError:
-            conn = self._connection()  # disconnected by the failure: this reconnects
-            conn.send_packed_command([pack_command(args)], check_health=False)
-            return conn.read_response()
+            return self._execute(args)
+        except RedisConnectionError:  # the failure disconnected it: the next send reconnects
+            return self._execute(args)
+
+    def _execute(self, args: tuple) -> Any:
+        conn = self._connection()
+        conn.send_packed_command([pack_command(args)], check_health=False)
+        return conn.read_response()
 
     def pipeline(self, commands: list[tuple]) -> list[Any]:
         """The commands in one round trip; their replies in order, an error reply as its

@@ -50,24 +50,24 @@ _BALANCE_UPDATE = (
 )
 
 
-def _pg_lots_update(count: int) -> tuple[str, bool]:
-    """The dirty lots' UPDATE, and whether its parameters are (id, remaining) pairs (else two
-    arrays). The statements are prepared (DB_PREPARE_THRESHOLD), and PostgreSQL keeps a
-    prepared statement's generic plan only when it costs no more than a fresh one: over arrays
-    of unknown length it assumes 10 rows, so the unnest() form was planned afresh on every
-    call (half of the statement's time for one event). A VALUES list of `count` rows is
-    estimated exactly and its plan is kept; a book touches a few lots, so a few texts are
-    prepared. Past 64 lots (a rare book) the arrays again, planned each time."""
-    if count > 64:
+def _pg_lots_update(dirty: list[tuple[int, int]]) -> tuple[str, list[Any]]:
+    """The UPDATE of the dirty lots ((remaining, id) pairs) and its parameters. The statements
+    are prepared (DB_PREPARE_THRESHOLD), and PostgreSQL keeps a prepared statement's generic
+    plan only when it costs no more than a fresh one: over arrays of unknown length it assumes
+    10 rows, so the unnest() form was planned afresh on every call (half of the statement's
+    time for one event). A VALUES list of the lots is estimated exactly and its plan is kept; a
+    book touches a few lots, so a few texts are prepared. Past 64 lots (a rare book) the arrays
+    again, planned each time."""
+    if len(dirty) > 64:
         return (
             "UPDATE ledger_creditlot AS l SET remaining_nano = v.remaining "
             "FROM unnest(%b::bigint[], %b::bigint[]) AS v(id, remaining) WHERE l.id = v.id"
-        ), False
-    rows = ", ".join(["(%s::bigint, %s::bigint)"] * count)
+        ), [[lot_id for _, lot_id in dirty], [remaining for remaining, _ in dirty]]
+    rows = ", ".join(["(%s::bigint, %s::bigint)"] * len(dirty))
     return (
         "UPDATE ledger_creditlot AS l SET remaining_nano = v.remaining "  # noqa: S608
         f"FROM (VALUES {rows}) AS v(id, remaining) WHERE l.id = v.id"
-    ), True
+    ), [v for remaining, lot_id in dirty for v in (lot_id, remaining)]
 
 
 def _aware(value: datetime | str | None) -> datetime | None:
@@ -358,13 +358,8 @@ class Book:
             insert, columns = _insert_entries.pg_statement(entries)
             lots, lot_params = "", []
             if dirty:
-                update, pairs = _pg_lots_update(len(dirty))
+                update, lot_params = _pg_lots_update(dirty)
                 lots = f"lots AS ({update}), "
-                lot_params = (
-                    [v for remaining, lot_id in dirty for v in (lot_id, remaining)]
-                    if pairs
-                    else [[lot_id for _, lot_id in dirty], [r for r, _ in dirty]]
-                )
             with connection.cursor() as cursor:
                 cursor.execute(
                     f"WITH {lots}bal AS ({_BALANCE_UPDATE}) {insert}",
