@@ -287,22 +287,17 @@ class _Wire:
 
     def execute(self, *args: Any) -> Any:
         """One command's reply; an error reply is raised (ResponseError, NoScriptError)."""
-        try:
-            return self._execute(args)
-        except RedisConnectionError:  # the failure disconnected it: the next send reconnects
-            return self._execute(args)
-
-    def _execute(self, args: tuple) -> Any:
-        conn = self._connection()
-        conn.send_packed_command([pack_command(args)], check_health=False)
-        return conn.read_response()
+        (reply,) = self.pipeline([args])
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
 
     def pipeline(self, commands: list[tuple]) -> list[Any]:
         """The commands in one round trip; their replies in order, an error reply as its
         exception (the rest still run)."""
         try:
             return self._pipeline(commands)
-        except RedisConnectionError:
+        except RedisConnectionError:  # the failure disconnected it: the next send reconnects
             return self._pipeline(commands)
 
     def _pipeline(self, commands: list[tuple]) -> list[Any]:

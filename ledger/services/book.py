@@ -58,16 +58,19 @@ def _pg_lots_update(dirty: list[tuple[int, int]]) -> tuple[str, list[Any]]:
     time for one event). A VALUES list of the lots is estimated exactly and its plan is kept; a
     book touches a few lots, so a few texts are prepared. Past 64 lots (a rare book) the arrays
     again, planned each time."""
+    update = (
+        "UPDATE ledger_creditlot AS l SET remaining_nano = v.remaining "
+        "FROM {} AS v(id, remaining) WHERE l.id = v.id"
+    )
     if len(dirty) > 64:
-        return (
-            "UPDATE ledger_creditlot AS l SET remaining_nano = v.remaining "
-            "FROM unnest(%b::bigint[], %b::bigint[]) AS v(id, remaining) WHERE l.id = v.id"
-        ), [[lot_id for _, lot_id in dirty], [remaining for remaining, _ in dirty]]
+        return update.format("unnest(%b::bigint[], %b::bigint[])"), [
+            [lot_id for _, lot_id in dirty],
+            [remaining for remaining, _ in dirty],
+        ]
     rows = ", ".join(["(%s::bigint, %s::bigint)"] * len(dirty))
-    return (
-        "UPDATE ledger_creditlot AS l SET remaining_nano = v.remaining "  # noqa: S608
-        f"FROM (VALUES {rows}) AS v(id, remaining) WHERE l.id = v.id"
-    ), [v for remaining, lot_id in dirty for v in (lot_id, remaining)]
+    return update.format(f"(VALUES {rows})"), [
+        v for remaining, lot_id in dirty for v in (lot_id, remaining)
+    ]
 
 
 def _aware(value: datetime | str | None) -> datetime | None:
